@@ -1,0 +1,124 @@
+"""Fixtures shared by the tests that drive the real `kxen` command end to end.
+
+The real smoke kernels are built once per session (both arches) and shared by
+every test that inspects them; the prepared 6.1 tree is cached once per
+session too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+DEBIAN_TARBALL = Path("/usr/src/linux-source-6.1.tar.xz")
+KXEN = Path(sys.executable).with_name("kxen")
+CHECKOUT_FILES = ("kernel-xen.yaml", "sources", "specs", "configs", "patches")
+
+
+@pytest.fixture(scope="session")
+def linux_tarball() -> Path:
+    assert DEBIAN_TARBALL.is_file(), "run tools/setup-host: it installs linux-source-6.1"
+    return DEBIAN_TARBALL
+
+
+@pytest.fixture(scope="session")
+def kxen_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("kxen-cache")
+
+
+def run_kxen(
+    *args: str | Path, repo: Path = REPO, cache: Path, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "KXEN_CACHE_DIR": str(cache)}
+    result = subprocess.run(
+        [str(KXEN), "--repo", str(repo), *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"kxen {' '.join(map(str, args))} exited {result.returncode}:\n{result.stderr[-3000:]}"
+        )
+    return result
+
+
+def make_checkout(target: Path) -> Path:
+    """A scratch copy of the repository's packaging files (tests never write the repo)."""
+    target.mkdir(parents=True, exist_ok=True)
+    for name in CHECKOUT_FILES:
+        source = REPO / name
+        if source.is_dir():
+            shutil.copytree(source, target / name)
+        else:
+            shutil.copy2(source, target / name)
+    return target
+
+
+@pytest.fixture
+def checkout(tmp_path: Path) -> Path:
+    return make_checkout(tmp_path / "repo")
+
+
+@dataclass(frozen=True)
+class SmokeBuild:
+    report: dict[str, Any]
+    results: Path
+    nvr: str
+
+    def arch_dir(self, arch: str) -> Path:
+        return self.results / self.nvr / arch
+
+    def rpm(self, arch: str, name: str = "kernel-xen") -> Path:
+        return self.arch_dir(arch) / f"{name}-{self.nvr.removeprefix('kernel-xen-')}.{arch}.rpm"
+
+    def kernel_release(self, arch: str) -> str:
+        return f"{self.nvr.removeprefix('kernel-xen-')}.{arch}"
+
+
+@pytest.fixture(scope="session")
+def smoke_build(
+    linux_tarball: Path, kxen_cache: Path, tmp_path_factory: pytest.TempPathFactory
+) -> SmokeBuild:
+    """The README's main job: a real smoke build of both arches from linux-source-6.1."""
+    results = tmp_path_factory.mktemp("results")
+    run = run_kxen(
+        "local",
+        "--flavour",
+        "smoke",
+        "--upstream",
+        linux_tarball,
+        "--results",
+        results,
+        "--json",
+        cache=kxen_cache,
+    )
+    report = json.loads(run.stdout)["report"]
+    return SmokeBuild(report, results, report["nvr"])
+
+
+def rpm_header(path: Path) -> Any:
+    import rpm
+
+    ts = rpm.TransactionSet()
+    ts.setVSFlags(rpm._RPMVSF_NOSIGNATURES | rpm._RPMVSF_NODIGESTS)
+    with path.open("rb") as handle:
+        return ts.hdrFromFdno(handle.fileno())
+
+
+def extract_file(package: Path, member: str, target: Path) -> Path:
+    """One file of an RPM's payload, via rpm2cpio | cpio."""
+    target.mkdir(parents=True, exist_ok=True)
+    payload = subprocess.run(["rpm2cpio", str(package)], capture_output=True, check=True).stdout
+    subprocess.run(["cpio", "-idm", "--quiet", f".{member}"], input=payload, cwd=target, check=True)
+    return target / member.lstrip("/")

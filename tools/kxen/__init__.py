@@ -1,0 +1,1 @@
+"""kxen: build the kernel-xen RPM from upstream Linux (paravirt_ops Xen domU)."""

@@ -1,0 +1,60 @@
+"""The contract every build backend honours.
+
+A backend turns one SRPM into binary RPMs for one arch and leaves them, with
+its logs, in the staging directory it is given; publishing the staging
+directory as `results/<nvr>/<arch>/` is the caller's job, so every backend
+shares that layout.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from ..progress import Progress
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    srpm: Path
+    arch: str
+    staging: Path
+
+
+@dataclass
+class ArchResult:
+    arch: str
+    ok: bool
+    seconds: float
+    rpms: list[str] = field(default_factory=list)
+    logs: list[str] = field(default_factory=list)
+    error: str = ""
+    error_lines: list[str] = field(default_factory=list)
+
+
+class Backend(Protocol):
+    name: str
+
+    def check_host(self, arches: list[str]) -> None:
+        """Raise MissingToolError before any work starts if the host cannot build."""
+
+    def build(self, request: BuildRequest, progress: Progress) -> ArchResult: ...
+
+
+_COMPILER_ERROR = re.compile(r"(: (fatal )?error: |^ERROR: |\*\*\* \[|undefined reference to)")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]|\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def neutralise(line: str) -> str:
+    """Make a log line safe to show on a terminal (no escape sequences)."""
+    return _CONTROL.sub("?", line)
+
+
+def first_errors(lines: list[str], limit: int = 8) -> list[str]:
+    """The first compiler/linker/make error lines of a build log, with a little context."""
+    for index, line in enumerate(lines):
+        if _COMPILER_ERROR.search(line):
+            return [neutralise(item.rstrip("\n")) for item in lines[index : index + limit]]
+    return [neutralise(item.rstrip("\n")) for item in lines[-limit:]]

@@ -1,0 +1,123 @@
+"""The embedded default backend: rpmbuild on this machine.
+
+The host's rpm database is usually empty (Debian), so BuildRequires cannot be
+checked by rpm: rpmbuild runs with --nodeps and this backend checks the
+tools itself, before anything starts.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import time
+from pathlib import Path
+
+from ..errors import MissingToolError
+from ..fsutil import scratch_dir
+from ..progress import Progress
+from ..runner import LineSink, Runner
+from ..srpm import reproducible_defines
+from .base import ArchResult, BuildRequest, first_errors
+
+HOST_TOOLS = (
+    "rpmbuild",
+    "gcc",
+    "make",
+    "bc",
+    "bison",
+    "flex",
+    "perl",
+    "xz",
+    "zstd",
+    "tar",
+    "patch",
+    "hostname",
+    "depmod",
+    "find",
+    "cpio",
+)
+HOST_HEADERS = {
+    "libelf development headers (libelf-dev / elfutils-libelf-devel)": "/usr/include/gelf.h",
+    "OpenSSL development headers (libssl-dev / openssl-devel)": "/usr/include/openssl/opensslv.h",
+}
+_SBIN = ("/usr/sbin", "/sbin")
+_PHASE = re.compile(r"^Executing\(%(\w+)\)")
+_MAKE_STEP = re.compile(r"^\s{2}([A-Z][A-Z0-9_]*(?: \[M\])?)\s+(\S+)")
+
+
+class LocalBackend:
+    name = "local"
+
+    def __init__(self, runner: Runner, work_root: Path) -> None:
+        self.runner = runner
+        self.work_root = work_root
+
+    def check_host(self, arches: list[str]) -> None:
+        missing = [tool for tool in HOST_TOOLS if not _which(tool)]
+        missing += [name for name, path in HOST_HEADERS.items() if not Path(path).exists()]
+        if missing:
+            raise MissingToolError(
+                "the local backend needs these on the host: " + ", ".join(missing)
+            )
+
+    def build(self, request: BuildRequest, progress: Progress) -> ArchResult:
+        started = time.monotonic()
+        log = request.staging / "build.log"
+        with scratch_dir(self.work_root, f".rpmbuild-{request.arch}-") as top:
+            result = self.runner.run(
+                [
+                    "rpmbuild",
+                    "--rebuild",
+                    request.srpm,
+                    "--target",
+                    request.arch,
+                    "--nodeps",
+                    "--define",
+                    f"_topdir {top}",
+                    *reproducible_defines(),
+                ],
+                log_path=log,
+                on_line=_progress_parser(progress),
+                check=False,
+            )
+            seconds = time.monotonic() - started
+            if not result.ok:
+                return ArchResult(
+                    request.arch,
+                    ok=False,
+                    seconds=seconds,
+                    logs=[log.name],
+                    error=f"rpmbuild exited with status {result.returncode}",
+                    error_lines=first_errors(list(result.tail)),
+                )
+            rpms = sorted((top / "RPMS").glob("*/*.rpm"))
+            for rpm in rpms:
+                shutil.move(rpm, request.staging / rpm.name)
+        return ArchResult(
+            request.arch, ok=True, seconds=seconds, rpms=[p.name for p in rpms], logs=[log.name]
+        )
+
+
+def _which(tool: str) -> str | None:
+    found = shutil.which(tool)
+    if found:
+        return found
+    for directory in _SBIN:
+        candidate = Path(directory) / tool
+        if candidate.exists():
+            return str(candidate)
+    return None
+
+
+def _progress_parser(progress: Progress) -> LineSink:
+    def on_line(line: str) -> None:
+        if match := _PHASE.match(line):
+            progress.step(f"%{match[1]}")
+        elif match := _MAKE_STEP.match(line):
+            progress.step(f"{match[1]} {match[2]}")
+        elif line.startswith("Processing files:"):
+            progress.step("packaging " + line.split(":", 1)[1].strip())
+        elif line.startswith("Wrote:"):
+            progress.step("wrote " + Path(line.split(":", 1)[1].strip()).name)
+
+    return on_line

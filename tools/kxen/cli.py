@@ -1,0 +1,421 @@
+"""The `kxen` command line: the only place that prints, shows progress or exits.
+
+Errors from the library arrive as `KxenError` subclasses and leave through
+one mapping to exit codes (see `errors.ExitCode` and README.md).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+from rich.progress import Progress as RichProgress
+from rich.progress import SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from . import configs, manifest, pipeline
+from .backends.base import neutralise
+from .backends.local import LocalBackend
+from .errors import Interrupted, KxenError
+from .fsutil import scratch_dir
+from .runner import SubprocessRunner
+
+F = TypeVar("F", bound=Callable[..., Any])
+stderr = Console(stderr=True, highlight=False)
+
+
+# --- progress --------------------------------------------------------------
+
+
+class TerminalProgress:
+    """Phase, current step and elapsed time: live on a terminal, phase lines in a CI log."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.live = console.is_terminal
+        self.started = time.monotonic()
+        self._bar = RichProgress(
+            SpinnerColumn(),
+            TextColumn("[bold]{task.fields[phase]}"),
+            TextColumn("{task.description}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        )
+        self._task = self._bar.add_task("", phase="", total=None)
+        self._phase = ""
+
+    def __enter__(self) -> TerminalProgress:
+        if self.live:
+            self._bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.live:
+            self._bar.stop()
+
+    def phase(self, name: str, detail: str = "") -> None:
+        if name == self._phase and not detail:
+            return
+        self._phase = name
+        elapsed = time.monotonic() - self.started
+        self._bar.update(self._task, phase=name, description=neutralise(detail))
+        if not self.live:
+            self.console.print(f"[{elapsed:7.1f}s] {name} {neutralise(detail)}".rstrip())
+
+    def step(self, text: str) -> None:
+        self._bar.update(self._task, description=neutralise(text)[:100])
+
+    def transfer(self, name: str, done: int, total: int | None) -> None:
+        size = f"{done >> 20} MiB" + (f" of {total >> 20} MiB" if total else "")
+        self._bar.update(self._task, description=f"{neutralise(name)}: {size}")
+
+
+# --- plumbing ----------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Options:
+    repo: Path
+    cache: Path
+    as_json: bool = False
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise Interrupted(signum)
+
+
+@contextmanager
+def _project(options: Options) -> Iterator[pipeline.Project]:
+    with TerminalProgress(stderr) as progress:
+        yield pipeline.Project(options.repo, options.cache, SubprocessRunner(), progress)
+
+
+def _emit(options: Options, data: dict[str, Any], human: Callable[[], None]) -> None:
+    if options.as_json:
+        click.echo(json.dumps({"ok": True, **data}, indent=2, sort_keys=True, default=str))
+    else:
+        human()
+
+
+def _echo_lines(lines: Iterable[str]) -> Callable[[], None]:
+    kept = list(lines)
+
+    def echo() -> None:
+        for line in kept:
+            click.echo(line)
+
+    return echo
+
+
+def _fail(options: Options, error: KxenError, extra: dict[str, Any] | None = None) -> None:
+    if options.as_json:
+        payload = {
+            "ok": False,
+            "exit_code": int(error.exit_code),
+            "error": error.message,
+            "details": error.details,
+            **(extra or {}),
+        }
+        click.echo(json.dumps(payload, indent=2, sort_keys=True, default=str))
+    stderr.print(f"kxen: error: {neutralise(error.message)}", markup=False)
+    for line in error.details:
+        stderr.print(f"  {neutralise(line)}", markup=False)
+    sys.exit(int(error.exit_code))
+
+
+def command(group: click.Group) -> Callable[[F], click.Command]:
+    """A subcommand with --json whose KxenErrors become exit codes."""
+
+    def decorate(func: F) -> click.Command:
+        @functools.wraps(func)
+        def wrapper(options: Options, as_json: bool, **kwargs: Any) -> None:
+            options.as_json = as_json
+            signal.signal(signal.SIGTERM, _on_sigterm)
+            try:
+                func(options, **kwargs)
+            except KeyboardInterrupt:
+                _fail(options, Interrupted(signal.SIGINT))
+            except KxenError as error:
+                report = getattr(error, "report", None)
+                extra = {"report": dataclasses.asdict(report)} if report else None
+                _fail(options, error, extra)
+
+        with_json = click.option(
+            "--json", "as_json", is_flag=True, help="Print a JSON summary on stdout."
+        )(wrapper)
+        name = func.__name__.replace("_", "-")
+        return group.command(name=name)(click.pass_obj(with_json))
+
+    return decorate
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--repo",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="The kernel-xen checkout (default: found from the current directory).",
+)
+@click.option(
+    "--cache-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="KXEN_CACHE_DIR",
+    default=None,
+    help="Lookaside cache and prepared trees (default: ~/.cache/kxen, or $KXEN_CACHE_DIR).",
+)
+@click.version_option(package_name="kxen")
+@click.pass_context
+def main_group(ctx: click.Context, repo: Path | None, cache_dir: Path | None) -> None:
+    """Build the kernel-xen RPM (Linux paravirt_ops Xen domU) from upstream Linux."""
+    if repo is None:
+        try:
+            repo = manifest.find(Path.cwd()).parent
+        except KxenError:
+            repo = Path.cwd()
+    ctx.obj = Options(repo=repo.resolve(), cache=(cache_dir or pipeline.default_cache_dir()))
+
+
+def upstream_option(func: F) -> F:
+    return click.option(
+        "--upstream",
+        "local_tarball",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        help="Build from this local kernel tarball instead of the manifest's kernel.org files.",
+    )(func)
+
+
+def flavour_option(func: F) -> F:
+    return click.option(
+        "--flavour", default="default", show_default=True, help="Config flavour to build."
+    )(func)
+
+
+def buildid_option(func: F) -> F:
+    return click.option(
+        "--buildid", default=None, help="Mark the release (e.g. .local); overrides the manifest."
+    )(func)
+
+
+# --- commands ----------------------------------------------------------------
+
+
+@command(main_group)
+def sources(options: Options) -> None:
+    """Download every file listed in `sources` into the lookaside cache (verified)."""
+    with _project(options) as project:
+        fetched = pipeline.fetch_sources(project)
+    rows = [
+        {"file": e.filename, "path": str(path), "downloaded": downloaded}
+        for e, path, downloaded in fetched
+    ]
+
+    def human() -> None:
+        for row in rows:
+            state = "downloaded" if row["downloaded"] else "cached"
+            click.echo(f"{row['file']}: {state} ({row['path']})")
+
+    _emit(options, {"sources": rows}, human)
+
+
+@command(main_group)
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+def new_sources(options: Options, files: tuple[Path, ...]) -> None:
+    """Import local FILES into the lookaside cache and make them the `sources` list."""
+    with _project(options) as project:
+        entries = pipeline.new_sources(project, list(files))
+    _emit(
+        options,
+        {"sources": [dataclasses.asdict(e) for e in entries]},
+        _echo_lines(e.line() for e in entries),
+    )
+
+
+@command(main_group)
+@flavour_option
+@upstream_option
+@buildid_option
+def verrel(options: Options, flavour: str, local_tarball: Path | None, buildid: str | None) -> None:
+    """Print the name-version-release the build would produce."""
+    with _project(options) as project:
+        up = pipeline.resolve_upstream(project, local_tarball) if local_tarball else None
+        if up is None:
+            version = project.manifest.upstream
+            inputs_nvr = _manifest_nvr(project, flavour, buildid)
+            kernel = {
+                a: f"{version.kernelversion}-{inputs_nvr[1]}.{a}" for a in project.manifest.arches
+            }
+            nvr = inputs_nvr[0]
+        else:
+            inputs = pipeline.spec_inputs(project, up, flavour, buildid)
+            nvr = inputs.nvr
+            kernel = {a: inputs.kernel_release(a) for a in project.manifest.arches}
+    _emit(options, {"nvr": nvr, "kernel_release": kernel}, lambda: click.echo(nvr))
+
+
+def _manifest_nvr(project: pipeline.Project, flavour: str, buildid: str | None) -> tuple[str, str]:
+    from . import spec
+
+    project.check_flavour(flavour)
+    m = project.manifest
+    release = m.upstream.rpm_release(m.release) + spec.flavour_buildid(
+        m.buildid if buildid is None else buildid, flavour
+    )
+    return f"{m.name}-{m.upstream.rpm_version}-{release}", release
+
+
+@command(main_group)
+@flavour_option
+@upstream_option
+@buildid_option
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Where to write the spec (default: <name>.spec in the checkout).",
+)
+def spec(
+    options: Options,
+    flavour: str,
+    local_tarball: Path | None,
+    buildid: str | None,
+    output: Path | None,
+) -> None:
+    """Render specs/kernel-xen.spec.j2 into the spec rpmbuild reads."""
+    from . import spec as spec_module
+
+    with _project(options) as project:
+        up = pipeline.resolve_upstream(project, local_tarball)
+        inputs = pipeline.spec_inputs(project, up, flavour, buildid)
+        text = spec_module.render(inputs, project.root / "specs")
+        target = output or project.root / f"{project.manifest.name}.spec"
+        spec_module.write(text, target)
+    _emit(options, {"spec": str(target), "nvr": inputs.nvr}, lambda: click.echo(str(target)))
+
+
+@command(main_group)
+@flavour_option
+@upstream_option
+@buildid_option
+@click.option(
+    "-o",
+    "--outdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Directory for the SRPM (default: the checkout).",
+)
+def srpm(
+    options: Options,
+    flavour: str,
+    local_tarball: Path | None,
+    buildid: str | None,
+    outdir: Path | None,
+) -> None:
+    """Build the source RPM (bit-identical for identical inputs)."""
+    target_dir = (outdir or options.repo).resolve()
+    with _project(options) as project, scratch_dir(target_dir, ".kxen-srpm-") as work:
+        prepared = pipeline.prepare(project, flavour, local_tarball, work, buildid)
+        path = pipeline.build_srpm(project, prepared, target_dir)
+    _emit(
+        options,
+        {"srpm": str(path), "nvr": prepared.nvr, "upstream": prepared.upstream.describe()},
+        lambda: click.echo(str(path)),
+    )
+
+
+@command(main_group)
+@click.option("--arch", "arches", multiple=True, help="Arch to build (repeatable; default: all).")
+@flavour_option
+@upstream_option
+@buildid_option
+@click.option(
+    "--results",
+    "results_root",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Results root (default: results/ in the checkout).",
+)
+def local(
+    options: Options,
+    arches: tuple[str, ...],
+    flavour: str,
+    local_tarball: Path | None,
+    buildid: str | None,
+    results_root: Path | None,
+) -> None:
+    """Build binary RPMs on this machine with rpmbuild into results/<nvr>/<arch>/."""
+    root = (results_root or options.repo / "results").resolve()
+    with _project(options) as project:
+        wanted = list(arches) or list(project.manifest.arches)
+        backend = LocalBackend(project.runner, root)
+        report = pipeline.build(project, backend, flavour, wanted, local_tarball, root, buildid)
+
+    def human() -> None:
+        for result in report.arches:
+            click.echo(f"{result.arch}: ok in {result.seconds:.0f}s: " + ", ".join(result.rpms))
+        click.echo(f"results: {report.results_dir}")
+
+    _emit(options, {"report": dataclasses.asdict(report)}, human)
+
+
+@main_group.group(name="config")
+def config_group() -> None:
+    """Kconfig fragments: generate the full configs the spec ships."""
+
+
+@command(config_group)
+@click.option("--arch", "arches", multiple=True, help="Arch (repeatable; default: all).")
+@click.option("--flavour", "flavours", multiple=True, help="Flavour (repeatable; default: all).")
+@upstream_option
+@click.option(
+    "-o",
+    "--outdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("."),
+    show_default=True,
+    help="Where to write the configs.",
+)
+def generate(
+    options: Options,
+    arches: tuple[str, ...],
+    flavours: tuple[str, ...],
+    local_tarball: Path | None,
+    outdir: Path,
+) -> None:
+    """Merge the fragments and resolve them with the kernel's own kconfig."""
+    with _project(options) as project:
+        project.check_arches(list(arches))
+        for flavour in flavours:
+            project.check_flavour(flavour)
+        targets = [
+            configs.Target(arch, flavour)
+            for flavour in (flavours or project.manifest.flavours)
+            for arch in (arches or project.manifest.arches)
+        ]
+        up = pipeline.resolve_upstream(project, local_tarball)
+        paths = pipeline.generate_configs(project, up, targets, outdir.resolve())
+    _emit(
+        options,
+        {"configs": [str(p) for p in paths]},
+        _echo_lines(str(p) for p in paths),
+    )
+
+
+def main() -> None:
+    main_group(prog_name="kxen")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+"""One root exception, one exit code per error class.
+
+The library raises these and never prints or exits; `kxen.cli` maps them to
+exit codes (documented in README.md) so CI can tell a bad manifest from a
+compiler error without parsing text.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    FAILURE = 1  # unexpected failure inside kxen
+    INVALID_INPUT = 2  # manifest, sources file, fragment, series, command line
+    SOURCE_VERIFY = 3  # hash mismatch or download failure
+    CONFIG = 4  # Kconfig could not produce the requested config
+    BUILD = 5  # rpmbuild (or a build backend) failed
+    MISSING_TOOL = 6  # a host tool the step needs is absent
+    LOCKED = 7  # another kxen holds the lock of this result/build dir
+    PUBLISH = 8  # results could not be written
+    INTERRUPTED = 130  # SIGINT
+    TERMINATED = 143  # SIGTERM
+
+
+class KxenError(Exception):
+    """Root of every error kxen reports to its user."""
+
+    exit_code: ExitCode = ExitCode.FAILURE
+
+    def __init__(self, message: str, *, details: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details or []
+
+
+class InputError(KxenError):
+    """Something the user wrote is wrong; the message names file, line or field."""
+
+    exit_code = ExitCode.INVALID_INPUT
+
+
+class SourceError(KxenError):
+    """An upstream source could not be fetched or failed verification."""
+
+    exit_code = ExitCode.SOURCE_VERIFY
+
+
+class ConfigError(KxenError):
+    exit_code = ExitCode.CONFIG
+
+
+class BuildError(KxenError):
+    exit_code = ExitCode.BUILD
+
+
+class MissingToolError(KxenError):
+    exit_code = ExitCode.MISSING_TOOL
+
+
+class LockedError(KxenError):
+    exit_code = ExitCode.LOCKED
+
+
+class PublishError(KxenError):
+    exit_code = ExitCode.PUBLISH
+
+
+class Interrupted(KxenError):
+    """A signal stopped the work; everything started was cleaned up."""
+
+    def __init__(self, signum: int) -> None:
+        import signal
+
+        super().__init__(f"interrupted by {signal.Signals(signum).name}")
+        self.signum = signum
+        self.exit_code = ExitCode.INTERRUPTED if signum == signal.SIGINT else ExitCode.TERMINATED

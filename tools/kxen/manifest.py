@@ -1,0 +1,216 @@
+"""The manifest `kernel-xen.yaml`: what to build, validated against a strict schema.
+
+Every refusal names the field path and the line (`kernel-xen.yaml:7:
+upstream.stable: expected an integer`), because a packager fixes a manifest
+from the message alone.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from .errors import InputError
+from .versions import UpstreamVersion
+
+MANIFEST_NAME = "kernel-xen.yaml"
+DEFAULT_MIRRORS = ("https://cdn.kernel.org/pub/linux/kernel/",)
+
+
+@dataclass(frozen=True)
+class ChangelogEntry:
+    date: dt.date
+    author: str
+    changes: tuple[str, ...]
+    version: str | None = None
+
+
+@dataclass(frozen=True)
+class Manifest:
+    path: Path
+    name: str
+    summary: str
+    license: str
+    url: str
+    upstream: UpstreamVersion
+    mirrors: tuple[str, ...]
+    release: int
+    buildid: str
+    arches: tuple[str, ...]
+    flavours: tuple[str, ...]
+    changelog: tuple[ChangelogEntry, ...]
+
+    @property
+    def root(self) -> Path:
+        return self.path.parent
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that keeps dates as strings: the schema checks their form."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    key: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for key, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+@cache
+def _schema() -> dict[str, Any]:
+    text = resources.files("kxen").joinpath("schemas/manifest.schema.json").read_text()
+    schema: dict[str, Any] = json.loads(text)
+    return schema
+
+
+def load(path: Path) -> Manifest:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"{path}: no manifest here (expected {MANIFEST_NAME})") from None
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: not UTF-8 text ({exc.reason})") from None
+    return parse(text, path)
+
+
+def parse(text: str, path: Path) -> Manifest:
+    try:
+        node = yaml.compose(text, Loader=_Loader)
+        data = yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise InputError(f"{where}: invalid YAML: {problem}") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: the manifest must be a mapping of fields")
+    _validate(data, node, path)
+    return _build(data, node, path)
+
+
+def _validate(data: dict[str, Any], node: yaml.Node | None, path: Path) -> None:
+    validator = jsonschema.Draft202012Validator(_schema())
+    errors = sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path)))
+    if not errors:
+        return
+    error = errors[0]
+    field_path = list(error.absolute_path)
+    if error.validator == "additionalProperties":
+        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        field_path = [*field_path, extra[0]]
+    line = _line_of(node, field_path)
+    where = f"{path}:{line}" if line else str(path)
+    field = _dotted(field_path) or "(top level)"
+    raise InputError(f"{where}: {field}: {_describe(error)}")
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    kind = error.validator
+    value = error.instance
+    if kind == "type":
+        wanted = {
+            "integer": "an integer",
+            "string": "a string",
+            "array": "a list",
+            "object": "a mapping",
+            "boolean": "true or false",
+        }
+        expected = str(error.validator_value)
+        text = f"expected {wanted.get(expected, expected)}"
+        if expected == "string" and isinstance(value, float):
+            text += f' (quote it: "{value}")'
+        return text
+    if kind == "additionalProperties":
+        return "unknown key"
+    if kind == "required":
+        return error.message.replace("is a required property", "is required")
+    if kind == "enum":
+        options = error.validator_value if isinstance(error.validator_value, list) else []
+        return f"{value!r} is not one of {', '.join(map(str, options))}"
+    if kind == "pattern":
+        return f"invalid value {value!r}"
+    if kind in ("minimum", "maximum", "minLength", "maxLength", "minItems", "uniqueItems"):
+        return f"invalid value {value!r}: {error.message}"
+    return error.message
+
+
+def _dotted(parts: list[Any]) -> str:
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _line_of(node: yaml.Node | None, parts: list[Any]) -> int | None:
+    """1-based line of the YAML node at `parts`, or of its nearest existing parent."""
+    line = node.start_mark.line + 1 if node is not None else None
+    for part in parts:
+        child: yaml.Node | None = None
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                if key.value == part:
+                    child = key if value is None else value
+                    line = key.start_mark.line + 1
+                    break
+        elif (
+            isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value)
+        ):
+            child = node.value[part]
+            line = child.start_mark.line + 1
+        if child is None:
+            break
+        node = child
+    return line
+
+
+def _build(data: dict[str, Any], node: yaml.Node | None, path: Path) -> Manifest:
+    up = data["upstream"]
+    try:
+        upstream = UpstreamVersion(up["version"], up.get("stable"), up.get("rc"), up.get("git"))
+    except ValueError as exc:
+        raise InputError(f"{path}: upstream: {exc}") from None
+    changelog = []
+    for index, entry in enumerate(data["changelog"]):
+        try:
+            date = dt.date.fromisoformat(entry["date"])
+        except ValueError:
+            line = _line_of(node, ["changelog", index, "date"])
+            raise InputError(
+                f"{path}:{line}: changelog[{index}].date: not a real date {entry['date']!r}"
+            ) from None
+        changelog.append(
+            ChangelogEntry(date, entry["author"], tuple(entry["changes"]), entry.get("version"))
+        )
+    dates = [entry.date for entry in changelog]
+    if dates != sorted(dates, reverse=True):
+        raise InputError(f"{path}: changelog: entries must be newest first")
+    return Manifest(
+        path=path,
+        name=data["name"],
+        summary=data["summary"],
+        license=data.get("license", "GPL-2.0-only"),
+        url=data.get("url", "https://www.kernel.org/"),
+        upstream=upstream,
+        mirrors=tuple(up.get("mirrors", DEFAULT_MIRRORS)),
+        release=data["release"],
+        buildid=data.get("buildid", ""),
+        arches=tuple(data["arches"]),
+        flavours=tuple(data["flavours"]),
+        changelog=tuple(changelog),
+    )
+
+
+def find(start: Path) -> Path:
+    """The manifest of the repository containing `start` (like git finding .git)."""
+    for directory in (start, *start.parents):
+        candidate = directory / MANIFEST_NAME
+        if candidate.is_file():
+            return candidate
+    raise InputError(f"no {MANIFEST_NAME} in {start} or any parent directory")

@@ -1,0 +1,274 @@
+"""The stages in order: manifest -> sources/upstream -> configs -> patches -> spec -> SRPM -> build.
+
+Each command of the CLI is one walk down this pipeline, stopping where it has
+what it needs; data only flows forward.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import configs, manifest, patches, results, sources, spec, srpm, upstream
+from .backends.base import ArchResult, Backend, BuildRequest
+from .errors import BuildError, InputError
+from .fsutil import scratch_dir
+from .progress import Progress
+from .runner import Runner
+
+
+def default_cache_dir() -> Path:
+    explicit = os.environ.get("KXEN_CACHE_DIR")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "kxen"
+
+
+@dataclass
+class Project:
+    """A checkout of this repository, and the machine-local state kxen uses with it."""
+
+    root: Path
+    cache: Path
+    runner: Runner
+    progress: Progress
+    manifest: manifest.Manifest = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.manifest = manifest.load(self.root / manifest.MANIFEST_NAME)
+
+    @property
+    def lookaside(self) -> sources.Lookaside:
+        return sources.Lookaside(self.cache / "lookaside")
+
+    @property
+    def configs_dir(self) -> Path:
+        return self.root / "configs"
+
+    def check_flavour(self, flavour: str) -> None:
+        if flavour not in self.manifest.flavours:
+            known = ", ".join(self.manifest.flavours)
+            raise InputError(f"unknown flavour {flavour!r} (the manifest has {known})")
+
+    def check_arches(self, arches: list[str]) -> None:
+        for arch in arches:
+            if arch not in self.manifest.arches:
+                raise InputError(
+                    f"unknown arch {arch!r} (the manifest has {', '.join(self.manifest.arches)})"
+                )
+
+
+# --- sources ---------------------------------------------------------------
+
+
+def fetch_sources(project: Project) -> list[tuple[sources.SourceEntry, Path, bool]]:
+    """`kxen sources`: every file listed in `sources` into the lookaside cache."""
+    version = project.manifest.upstream
+    fetched = []
+    for entry in sources.parse_sources(project.root / sources.SOURCES_NAME):
+        try:
+            relative = version.path_of(entry.filename)
+        except ValueError:
+            raise InputError(
+                f"{project.root / sources.SOURCES_NAME}: {entry.filename} is not an upstream "
+                f"file of {version}; import it with kxen new-sources"
+            ) from None
+        urls = sources.mirror_urls(project.manifest.mirrors, relative)
+        project.progress.phase("sources", entry.filename)
+        path, downloaded = project.lookaside.fetch(entry, urls, project.progress.transfer)
+        fetched.append((entry, path, downloaded))
+    return fetched
+
+
+def new_sources(project: Project, files: list[Path]) -> list[sources.SourceEntry]:
+    """`kxen new-sources`: import local files and make them the whole `sources` list."""
+    entries = [project.lookaside.import_file(path) for path in files]
+    sources.write_sources(project.root / sources.SOURCES_NAME, entries)
+    return entries
+
+
+def resolve_upstream(project: Project, local_tarball: Path | None) -> upstream.Upstream:
+    project.progress.phase("sources")
+    if local_tarball is not None:
+        return upstream.from_tarball(local_tarball, project.cache)
+    return upstream.from_manifest(project.manifest, project.lookaside, project.progress.transfer)
+
+
+# --- configs, spec, SRPM ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Prepared:
+    upstream: upstream.Upstream
+    spec_inputs: spec.SpecInputs
+    spec_text: str
+    config_files: tuple[Path, ...]
+
+    @property
+    def nvr(self) -> str:
+        return self.spec_inputs.nvr
+
+    @property
+    def sources(self) -> list[Path]:
+        return [
+            *self.upstream.files,
+            *self.config_files,
+            *(patch.path for patch in self.spec_inputs.patches),
+        ]
+
+
+def spec_inputs(
+    project: Project, up: upstream.Upstream, flavour: str, buildid: str | None
+) -> spec.SpecInputs:
+    project.check_flavour(flavour)
+    manifest_buildid = project.manifest.buildid if buildid is None else buildid
+    if manifest_buildid and not spec.BUILDID_RE.match(manifest_buildid):
+        raise InputError(f"--buildid {manifest_buildid!r}: expected e.g. .local")
+    local_digest = None
+    if up.origin == upstream.ORIGIN_LOCAL_TARBALL:
+        local_digest = sources.file_digest(up.tarball, "SHA512")
+    return spec.SpecInputs(
+        manifest=project.manifest,
+        upstream=up,
+        flavour=flavour,
+        buildid=spec.flavour_buildid(manifest_buildid, flavour),
+        patches=tuple(patches.load_series(project.root / "patches")),
+        config_names=spec.config_names(project.manifest, up, flavour),
+        local_tarball_sha512=local_digest,
+    )
+
+
+def generate_configs(
+    project: Project, up: upstream.Upstream, targets: list[configs.Target], outdir: Path
+) -> list[Path]:
+    project.progress.phase("tree", f"Linux {up.version}")
+    tree = upstream.prepared_tree(up, project.cache, project.runner)
+    project.progress.phase("configs", ", ".join(f"{t.arch}/{t.flavour}" for t in targets))
+    work = project.cache / "kconfig" / up.identity
+    resolved = configs.generate(project.configs_dir, targets, tree, work, project.runner)
+    return configs.write_configs(resolved, up.version.kernelversion, outdir)
+
+
+def prepare(
+    project: Project,
+    flavour: str,
+    local_tarball: Path | None,
+    workdir: Path,
+    buildid: str | None = None,
+) -> Prepared:
+    """Everything the SRPM is made of, with configs generated into `workdir`."""
+    up = resolve_upstream(project, local_tarball)
+    inputs = spec_inputs(project, up, flavour, buildid)
+    project.progress.phase("spec")
+    spec_text = spec.render(inputs, project.root / "specs")
+    targets = [configs.Target(arch, flavour) for arch in project.manifest.arches]
+    config_files = generate_configs(project, up, targets, workdir)
+    return Prepared(up, inputs, spec_text, tuple(config_files))
+
+
+def build_srpm(project: Project, prepared: Prepared, outdir: Path) -> Path:
+    project.progress.phase("srpm", prepared.nvr)
+    return srpm.build_srpm(
+        f"{project.manifest.name}.spec",
+        prepared.spec_text,
+        prepared.sources,
+        outdir,
+        project.runner,
+    )
+
+
+# --- binary builds ---------------------------------------------------------
+
+
+@dataclass
+class BuildReport:
+    nvr: str
+    backend: str
+    upstream: dict[str, Any]
+    srpm: str
+    arches: list[ArchResult]
+    results_dir: str
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return all(result.ok for result in self.arches)
+
+
+def build(
+    project: Project,
+    backend: Backend,
+    flavour: str,
+    arches: list[str],
+    local_tarball: Path | None,
+    results_root: Path,
+    buildid: str | None = None,
+) -> BuildReport:
+    """SRPM once, then one backend build per arch, each published on success."""
+    started = time.monotonic()
+    project.check_flavour(flavour)
+    project.check_arches(arches)
+    backend.check_host(arches)
+    results_root.mkdir(parents=True, exist_ok=True)
+    with scratch_dir(results_root, ".work-") as work:
+        prepared = prepare(project, flavour, local_tarball, work / "configs", buildid)
+        with results.locked_nvr(results_root, prepared.nvr) as nvr_dir:
+            srpm_path = build_srpm(project, prepared, work)
+            record = {
+                "nvr": prepared.nvr,
+                "flavour": flavour,
+                "backend": backend.name,
+                "upstream": prepared.upstream.describe(),
+                "srpm": srpm_path.name,
+            }
+            outcomes = []
+            for arch in arches:
+                project.progress.phase(f"build {arch}", prepared.nvr)
+                outcome = _build_arch(backend, srpm_path, arch, nvr_dir, record, project.progress)
+                outcomes.append(outcome)
+                if not outcome.ok:
+                    break
+    report = BuildReport(
+        nvr=prepared.nvr,
+        backend=backend.name,
+        upstream=prepared.upstream.describe(),
+        srpm=srpm_path.name,
+        arches=outcomes,
+        results_dir=str(results_root / prepared.nvr),
+        seconds=round(time.monotonic() - started, 1),
+    )
+    if not report.ok:
+        failed = next(result for result in outcomes if not result.ok)
+        log = results_root / prepared.nvr / f"failed-{failed.arch}" / "build.log"
+        raise BuildFailed(
+            f"{failed.arch}: build failed: {failed.error} (log: {log})", failed.error_lines, report
+        )
+    return report
+
+
+class BuildFailed(BuildError):
+    def __init__(self, message: str, details: list[str], report: BuildReport) -> None:
+        super().__init__(message, details=details)
+        self.report = report
+
+
+def _build_arch(
+    backend: Backend,
+    srpm_path: Path,
+    arch: str,
+    nvr_dir: Path,
+    record: dict[str, Any],
+    progress: Progress,
+) -> ArchResult:
+    with results.staging_for(nvr_dir, arch) as staging:
+        outcome = backend.build(BuildRequest(srpm_path, arch, staging), progress)
+        if outcome.ok:
+            os.link(srpm_path, staging / srpm_path.name)
+            results.publish(staging, nvr_dir / arch, outcome, record)
+        else:
+            results.publish(staging, nvr_dir / f"failed-{arch}", outcome, record)
+    return outcome

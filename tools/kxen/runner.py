@@ -1,0 +1,159 @@
+"""Every subprocess kxen starts goes through one injectable runner.
+
+Children run in their own process group so that a Ctrl-C or SIGTERM aimed at
+kxen stops the whole tree under them (rpmbuild -> make -> gcc) and leaves no
+orphans; the runner waits for the group to be gone before re-raising.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Protocol
+
+from .errors import KxenError, MissingToolError
+
+LineSink = Callable[[str], None]
+
+TAIL_LINES = 400
+KILL_GRACE_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class Completed:
+    argv: tuple[str, ...]
+    returncode: int
+    output: str
+    """Whole output, or its last TAIL_LINES lines when it went to a log file."""
+    log_path: Path | None = None
+    tail: tuple[str, ...] = field(default=())
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+
+class CommandFailed(KxenError):
+    def __init__(self, completed: Completed) -> None:
+        last = completed.output.strip().splitlines()[-3:]
+        super().__init__(
+            f"{completed.argv[0]} exited with status {completed.returncode}",
+            details=last,
+        )
+        self.completed = completed
+
+
+class Runner(Protocol):
+    def run(
+        self,
+        argv: Sequence[str | os.PathLike[str]],
+        *,
+        cwd: Path | None = None,
+        env: Mapping[str, str] | None = None,
+        on_line: LineSink | None = None,
+        log_path: Path | None = None,
+        stdin: IO[bytes] | None = None,
+        check: bool = True,
+    ) -> Completed: ...
+
+
+class SubprocessRunner:
+    """The real runner: process group per command, merged stdout/stderr."""
+
+    def run(
+        self,
+        argv: Sequence[str | os.PathLike[str]],
+        *,
+        cwd: Path | None = None,
+        env: Mapping[str, str] | None = None,
+        on_line: LineSink | None = None,
+        log_path: Path | None = None,
+        stdin: IO[bytes] | None = None,
+        check: bool = True,
+    ) -> Completed:
+        args = tuple(os.fspath(a) for a in argv)
+        full_env = dict(os.environ)
+        if env:
+            full_env.update(env)
+        try:
+            proc = subprocess.Popen(
+                args,
+                cwd=cwd,
+                env=full_env,
+                stdin=stdin if stdin is not None else subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        except FileNotFoundError as exc:
+            raise MissingToolError(f"{args[0]}: command not found (install it first)") from exc
+        try:
+            lines = _pump(proc, on_line, log_path)
+            proc.wait()
+        except BaseException:
+            _kill_group(proc)
+            raise
+        completed = Completed(
+            argv=args,
+            returncode=proc.returncode,
+            output="".join(lines),
+            log_path=log_path,
+            tail=tuple(lines),
+        )
+        if check and not completed.ok:
+            raise CommandFailed(completed)
+        return completed
+
+
+def _pump(
+    proc: subprocess.Popen[bytes], on_line: LineSink | None, log_path: Path | None
+) -> collections.deque[str] | list[str]:
+    assert proc.stdout is not None
+    kept: collections.deque[str] | list[str] = (
+        collections.deque(maxlen=TAIL_LINES) if log_path else []
+    )
+    log = log_path.open("ab") if log_path else None
+    try:
+        for raw in proc.stdout:
+            if log:
+                log.write(raw)
+            line = raw.decode("utf-8", "replace")
+            kept.append(line)
+            if on_line:
+                on_line(line.rstrip("\n"))
+    finally:
+        if log:
+            log.close()
+        proc.stdout.close()
+    return kept
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the child's process group, then SIGKILL what is left."""
+    for sig, grace in ((signal.SIGTERM, KILL_GRACE_SECONDS), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            if proc.poll() is not None and not _group_alive(proc.pid):
+                return
+            time.sleep(0.05)
+    proc.wait()
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,220 @@
+"""The `sources` file and the lookaside cache of upstream files.
+
+`sources` lists each upstream file with its digest, dist-git style:
+`SHA512 (linux-6.1.tar.xz) = <128 hex>` (kernel.org's published SHA256 is
+accepted too). Files live in a content-addressed cache; a download goes to an
+untrusted temporary name in the cache, is verified, and only then renamed to
+its final name, so a failed or tampered download never becomes a cached file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import shutil
+import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import InputError, SourceError
+from .fsutil import atomic_write_text
+
+SOURCES_NAME = "sources"
+ALGORITHMS = {"SHA512": 128, "SHA256": 64}
+NEW_SOURCES_ALGORITHM = "SHA512"
+CHUNK = 1 << 20
+_LINE_RE = re.compile(r"^(?P<algo>[A-Z0-9]+) \((?P<name>[^)]+)\) = (?P<digest>[0-9a-f]+)$")
+_NAME_RE = re.compile(r"^[A-Za-z0-9_+][A-Za-z0-9._+~-]*$")
+
+ProgressSink = Callable[[str, int, int | None], None]
+"""Called as (file name, bytes done, total bytes or None)."""
+
+
+@dataclass(frozen=True)
+class SourceEntry:
+    algorithm: str
+    filename: str
+    digest: str
+
+    def line(self) -> str:
+        return f"{self.algorithm} ({self.filename}) = {self.digest}"
+
+
+def parse_sources(path: Path) -> list[SourceEntry]:
+    """Read a `sources` file; every refusal names the file and line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"{path}: no sources file") from None
+    entries: list[SourceEntry] = []
+    seen: dict[str, int] = {}
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        entry = _parse_line(line, f"{path}:{number}")
+        if entry.filename in seen:
+            first = seen[entry.filename]
+            raise InputError(f"{path}:{number}: {entry.filename} is already listed on line {first}")
+        seen[entry.filename] = number
+        entries.append(entry)
+    return entries
+
+
+def _parse_line(line: str, where: str) -> SourceEntry:
+    match = _LINE_RE.match(line)
+    if not match:
+        if re.match(r"^[0-9a-f]{32}  \S+$", line):
+            raise InputError(f"{where}: MD5 entries are too weak; re-import with kxen new-sources")
+        raise InputError(f"{where}: expected 'SHA512 (file) = <hex digest>', got {line!r}")
+    algorithm, name, digest = match["algo"], match["name"], match["digest"]
+    if algorithm not in ALGORITHMS:
+        raise InputError(f"{where}: unsupported hash {algorithm} (use SHA512 or SHA256)")
+    if len(digest) != ALGORITHMS[algorithm]:
+        raise InputError(
+            f"{where}: {algorithm} digest of {name} has {len(digest)} hex digits, "
+            f"expected {ALGORITHMS[algorithm]}"
+        )
+    check_filename(name, where)
+    return SourceEntry(algorithm, name, digest)
+
+
+def check_filename(name: str, where: str) -> None:
+    if not _NAME_RE.match(name) or ".." in name:
+        raise InputError(f"{where}: unsafe file name {name!r}")
+
+
+def write_sources(path: Path, entries: Iterable[SourceEntry]) -> None:
+    atomic_write_text(path, "".join(entry.line() + "\n" for entry in entries))
+
+
+def file_digest(path: Path, algorithm: str) -> str:
+    with path.open("rb") as handle:
+        return hashlib.file_digest(handle, algorithm.lower()).hexdigest()
+
+
+class Lookaside:
+    """Content-addressed cache: `<root>/<algorithm>/<digest>/<file name>`."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def path_for(self, entry: SourceEntry) -> Path:
+        return self.root / entry.algorithm.lower() / entry.digest / entry.filename
+
+    def cached(self, entry: SourceEntry) -> Path | None:
+        """The cached file if present and still matching its digest."""
+        path = self.path_for(entry)
+        if not path.is_file():
+            return None
+        if file_digest(path, entry.algorithm) == entry.digest:
+            return path
+        path.unlink()  # corrupted in place: fetch again rather than trust it
+        return None
+
+    def fetch(
+        self, entry: SourceEntry, urls: Iterable[str], progress: ProgressSink | None = None
+    ) -> tuple[Path, bool]:
+        """Return (path, downloaded): reuse a good cached copy or download and verify."""
+        cached = self.cached(entry)
+        if cached:
+            return cached, False
+        failures: list[str] = []
+        for url in urls:
+            try:
+                return self._download(entry, url, progress), True
+            except _TransportError as exc:
+                failures.append(f"{url}: {exc}")
+        raise SourceError(f"{entry.filename}: could not download from any mirror", details=failures)
+
+    def _download(self, entry: SourceEntry, url: str, progress: ProgressSink | None) -> Path:
+        final = self.path_for(entry)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        hasher = hashlib.new(entry.algorithm.lower())
+        fd, tmp_name = tempfile.mkstemp(prefix=".untrusted-", dir=final.parent)
+        tmp = Path(tmp_name)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                _copy_url(url, out, hasher, entry.filename, progress)
+            actual = hasher.hexdigest()
+            if actual != entry.digest:
+                raise SourceError(
+                    f"{entry.filename}: {entry.algorithm} mismatch: expected {entry.digest}, "
+                    f"got {actual} (from {url})"
+                )
+            os.chmod(tmp, 0o444)
+            os.replace(tmp, final)
+        finally:
+            tmp.unlink(missing_ok=True)
+            _remove_if_empty(final.parent)
+        return final
+
+    def import_file(self, source: Path) -> SourceEntry:
+        """Put a local file into the cache under its SHA512 (new-sources)."""
+        check_filename(source.name, str(source))
+        if not source.is_file():
+            raise InputError(f"{source}: no such file")
+        entry = SourceEntry(
+            NEW_SOURCES_ALGORITHM, source.name, file_digest(source, NEW_SOURCES_ALGORITHM)
+        )
+        if self.cached(entry):
+            return entry
+        final = self.path_for(entry)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=".untrusted-", dir=final.parent)
+        os.close(fd)
+        tmp = Path(tmp_name)
+        try:
+            link_or_copy(source, tmp)
+            if file_digest(tmp, entry.algorithm) != entry.digest:
+                raise SourceError(f"{source}: changed while it was being imported")
+            os.replace(tmp, final)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return entry
+
+
+class _TransportError(Exception):
+    pass
+
+
+def _copy_url(
+    url: str, out: object, hasher: hashlib._Hash, name: str, progress: ProgressSink | None
+) -> None:
+    write = out.write  # type: ignore[attr-defined]
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response:
+            total = response.length
+            done = 0
+            while chunk := response.read(CHUNK):
+                write(chunk)
+                hasher.update(chunk)
+                done += len(chunk)
+                if progress:
+                    progress(name, done, total)
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        raise _TransportError(str(reason)) from exc
+
+
+def _remove_if_empty(directory: Path) -> None:
+    with contextlib.suppress(OSError):
+        directory.rmdir()
+
+
+def link_or_copy(source: Path, target: Path) -> None:
+    """Hard-link when on one file system (no copy of a 140 MB tarball), else copy."""
+    target.unlink(missing_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+
+
+def mirror_urls(mirrors: Iterable[str], relative_path: str) -> list[str]:
+    return [mirror + relative_path for mirror in mirrors]

@@ -1,0 +1,190 @@
+"""Render `specs/kernel-xen.spec.j2` into the spec rpmbuild reads.
+
+rpm expands macros in almost every part of a spec, so a manifest value that
+reaches it unchecked can run a shell (`%(...)`) or Lua when the spec is merely
+parsed. Every value therefore passes one gate, the environment's `finalize`:
+tokens (versions, file names) must match an allowlist, and free text must have
+been escaped with `text()` (`%` -> `%%`). Anything else aborts the render
+before a byte is written.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from .configs import Target
+from .errors import InputError
+from .fsutil import atomic_write_text
+from .manifest import Manifest
+from .patches import Patch
+from .upstream import ORIGIN_LOCAL_TARBALL, Upstream
+from .versions import kernel_release
+
+TEMPLATE_NAME = "kernel-xen.spec.j2"
+UPSTREAM_SOURCE_BASE = 1
+CONFIG_SOURCE_BASE = 100
+PATCH_BASE = 1
+BUILDID_RE = re.compile(r"^\.[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$")
+_TOKEN_RE = re.compile(r"^[A-Za-z0-9._+~^:/=@()*| ,-]*$")
+_DECOMPRESS = {".xz": "xz -dc", ".bz2": "bzip2 -dc", ".gz": "gzip -dc"}
+
+# Symbols a .config records from the toolchain (`$(cc-option)`, `$(success)`, `$(shell)`,
+# version probes in init/Kconfig and arch/x86/Kconfig.assembler): differences are expected
+# between build roots and are not config drift.
+TOOLCHAIN_SYMBOLS = (
+    "CC_VERSION_TEXT|CC_IS_[A-Z]+|GCC_VERSION|CLANG_VERSION|AS_IS_[A-Z]+|AS_VERSION"
+    "|LD_IS_[A-Z]+|LD_VERSION|LLD_VERSION|PAHOLE_VERSION|RUSTC_VERSION|RUST_IS_AVAILABLE"
+    "|CC_HAS_[A-Z0-9_]+|CC_CAN_[A-Z0-9_]+|CC_NO_[A-Z0-9_]+|AS_HAS_[A-Z0-9_]+"
+    "|AS_[A-Z0-9]+_NI|AS_AVX512|AS_TPAUSE|AS_GFNI|AS_WRUSS|TOOLCHAIN_HAS_[A-Z0-9_]+"
+    "|LD_ORPHAN_WARN(_LEVEL)?|LD_CAN_[A-Z0-9_]+|GCC_ASM_GOTO_OUTPUT_WORKAROUND"
+    "|HAVE_KCSAN_COMPILER|GCC_PLUGINS|CC_HAVE_[A-Z0-9_]+|ARCH_USE_BUILTIN_BSWAP_NOT_USED"
+)
+
+
+class SpecText(str):
+    """Free text already escaped for a spec (or a trusted constant)."""
+
+
+def text(value: str) -> SpecText:
+    """Escape free text: `%` starts a macro in nearly every spec section."""
+    if "\n" in value or "\r" in value:
+        raise InputError(f"spec text must be a single line: {value!r}")
+    return SpecText(value.replace("%", "%%"))
+
+
+def _finalize(value: Any) -> Any:
+    if isinstance(value, (SpecText, int)):
+        return value
+    if isinstance(value, str):
+        if not _TOKEN_RE.match(value):
+            raise InputError(f"refusing to put {value!r} into the spec (not a safe token)")
+        return value
+    raise InputError(f"refusing to put a {type(value).__name__} into the spec")
+
+
+def environment(template_dir: Path) -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(template_dir),
+        undefined=jinja2.StrictUndefined,
+        finalize=_finalize,
+        autoescape=False,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+
+
+@dataclass(frozen=True)
+class SpecInputs:
+    """Everything the spec is made of; built by `inputs()` from validated parts."""
+
+    manifest: Manifest
+    upstream: Upstream
+    flavour: str
+    buildid: str
+    patches: tuple[Patch, ...]
+    config_names: tuple[str, ...]
+    local_tarball_sha512: str | None = None
+
+    @property
+    def release(self) -> str:
+        return self.upstream.version.rpm_release(self.manifest.release)
+
+    @property
+    def full_release(self) -> str:
+        """Release as rpm expands it here (`%{?dist}` is empty off Fedora)."""
+        return f"{self.release}{self.buildid}"
+
+    @property
+    def nvr(self) -> str:
+        return f"{self.manifest.name}-{self.upstream.version.rpm_version}-{self.full_release}"
+
+    def kernel_release(self, arch: str) -> str:
+        return kernel_release(self.upstream.version, self.full_release, arch)
+
+
+def flavour_buildid(manifest_buildid: str, flavour: str) -> str:
+    """Non-default flavours mark their release (like a buildid) so NVRs never collide."""
+    return manifest_buildid + ("" if flavour == "default" else f".{flavour}")
+
+
+def config_names(manifest: Manifest, upstream: Upstream, flavour: str) -> tuple[str, ...]:
+    kernelversion = upstream.version.kernelversion
+    return tuple(Target(arch, flavour).config_name(kernelversion) for arch in manifest.arches)
+
+
+def render(inputs: SpecInputs, template_dir: Path) -> str:
+    manifest, upstream = inputs.manifest, inputs.upstream
+    for arch in manifest.arches:
+        try:
+            inputs.kernel_release(arch)
+        except ValueError as exc:
+            raise InputError(f"{manifest.path}: {exc}") from None
+    version = upstream.version
+    local = upstream.origin == ORIGIN_LOCAL_TARBALL
+    context = {
+        "name": manifest.name,
+        "summary": text(manifest.summary),
+        "license": text(manifest.license),
+        "url": text(manifest.url),
+        "version": version.rpm_version,
+        "release": inputs.release,
+        "buildid": inputs.buildid,
+        "flavour": inputs.flavour,
+        "config_suffix": "" if inputs.flavour == "default" else f"-{inputs.flavour}",
+        "arches": " ".join(manifest.arches),
+        "upstream_version": str(version),
+        "upstream_origin": upstream.origin,
+        "local_tarball": upstream.tarball.name if local else "",
+        "local_tarball_sha512": inputs.local_tarball_sha512 or "",
+        "source0": _location(manifest, upstream, upstream.tarball.name),
+        "topdir": upstream.topdir,
+        "upstream_patches": [
+            {
+                "number": UPSTREAM_SOURCE_BASE + index,
+                "location": _location(manifest, upstream, path.name),
+                "decompress": _DECOMPRESS.get(path.suffix, "cat"),
+            }
+            for index, path in enumerate(upstream.patches)
+        ],
+        "configs": [
+            {"number": CONFIG_SOURCE_BASE + index, "name": name}
+            for index, name in enumerate(inputs.config_names)
+        ],
+        "patches": [
+            {"number": f"{PATCH_BASE + index:04d}", "name": patch.name, "strip": patch.strip}
+            for index, patch in enumerate(inputs.patches)
+        ],
+        "extraversion": version.makefile_extraversion,
+        "toolchain_regex": SpecText(TOOLCHAIN_SYMBOLS),
+        "changelog": _changelog(inputs),
+    }
+    return environment(template_dir).get_template(TEMPLATE_NAME).render(context)
+
+
+def _location(manifest: Manifest, upstream: Upstream, filename: str) -> str:
+    """Full kernel.org URL for upstream files (rpm uses the basename), else the name."""
+    if upstream.origin == ORIGIN_LOCAL_TARBALL:
+        return filename
+    return manifest.mirrors[0] + upstream.version.path_of(filename)
+
+
+def _changelog(inputs: SpecInputs) -> list[dict[str, Any]]:
+    entries = []
+    current = f"{inputs.upstream.version.rpm_version}-{inputs.release}"
+    for index, entry in enumerate(inputs.manifest.changelog):
+        header = f"{entry.date.strftime('%a %b %d %Y')} {entry.author}"
+        evr = entry.version or (current if index == 0 else None)
+        if evr:
+            header += f" - {evr}"
+        entries.append({"header": text(header), "changes": [text(c) for c in entry.changes]})
+    return entries
+
+
+def write(spec_text: str, path: Path) -> None:
+    atomic_write_text(path, spec_text)

@@ -1,0 +1,78 @@
+"""Build the source RPM, reproducibly.
+
+The same inputs give the same bytes: build time and file mtimes come from the
+changelog's newest date (SOURCE_DATE_EPOCH), the build host is fixed, and
+rpmbuild runs in a topdir of its own so nothing of ~/rpmbuild leaks in.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from .errors import BuildError
+from .fsutil import scratch_dir
+from .runner import Runner
+from .sources import link_or_copy
+
+BUILD_HOST = "kernel-xen.build"
+# Sources are already compressed tarballs: a cheap, deterministic codec is enough.
+SOURCE_PAYLOAD = "w3.zstdio"
+
+
+def reproducible_defines() -> list[str]:
+    defines = {
+        "source_date_epoch_from_changelog": "1",
+        "use_source_date_epoch_as_buildtime": "1",
+        "clamp_mtime_to_source_date_epoch": "1",
+        "_buildhost": BUILD_HOST,
+    }
+    return [arg for key, value in defines.items() for arg in ("--define", f"{key} {value}")]
+
+
+def build_srpm(
+    spec_name: str,
+    spec_text: str,
+    sources: Iterable[Path],
+    outdir: Path,
+    runner: Runner,
+) -> Path:
+    """Run `rpmbuild -bs` in a private topdir; publish the SRPM into `outdir` atomically."""
+    outdir.mkdir(parents=True, exist_ok=True)
+    with scratch_dir(outdir, ".srpm-") as top:
+        (top / "SPECS").mkdir()
+        (top / "SOURCES").mkdir()
+        spec = top / "SPECS" / spec_name
+        spec.write_text(spec_text)
+        for source in sources:
+            link_or_copy(source, top / "SOURCES" / source.name)
+        result = runner.run(
+            [
+                "rpmbuild",
+                "-bs",
+                "--nodeps",
+                "--define",
+                f"_topdir {top}",
+                "--define",
+                f"_source_payload {SOURCE_PAYLOAD}",
+                *reproducible_defines(),
+                spec,
+            ],
+            check=False,
+        )
+        if not result.ok:
+            raise BuildError(
+                "rpmbuild -bs failed",
+                details=_rpm_errors(result.output) or result.output.splitlines()[-5:],
+            )
+        built = sorted((top / "SRPMS").glob("*.src.rpm"))
+        if len(built) != 1:
+            raise BuildError(f"rpmbuild -bs produced {len(built)} source packages, expected 1")
+        final = outdir / built[0].name
+        os.replace(built[0], final)
+    return final
+
+
+def _rpm_errors(output: str) -> list[str]:
+    return [line for line in output.splitlines() if line.startswith("error:")][:10]
