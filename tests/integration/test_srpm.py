@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import re
+import json
 import subprocess
 from pathlib import Path
 
@@ -57,11 +57,6 @@ def test_srpm_carries_tarball_configs_and_spec(srpm_pair: tuple[Path, Path]) -> 
     assert header["buildtime"] == header["changelogtime"][0]
 
 
-def _rpmlint(*paths: Path) -> str:
-    result = subprocess.run(["rpmlint", *map(str, paths)], capture_output=True, text=True)
-    return result.stdout + result.stderr
-
-
 def test_rpmlint_reports_no_errors_on_spec_and_srpm(
     srpm_pair: tuple[Path, Path], linux_tarball: Path, kxen_cache: Path, tmp_path: Path
 ) -> None:
@@ -69,10 +64,21 @@ def test_rpmlint_reports_no_errors_on_spec_and_srpm(
     run_kxen(
         "spec", "--flavour", "smoke", "--upstream", linux_tarball, "-o", spec, cache=kxen_cache
     )
-    output = _rpmlint(spec, srpm_pair[0])
-    summary = re.search(r"(\d+) errors?, (\d+) warnings?", output)
-    assert summary, output
-    assert summary[1] == "0", output
+    run = run_kxen("lint", spec, srpm_pair[0], "--json", cache=kxen_cache)
+    summary = json.loads(run.stdout)
+    assert summary["errors"] == 0, summary["lines"]
+    assert not any(": E: " in line for line in summary["lines"])
+
+
+def test_lint_fails_with_exit_9_on_rpmlint_errors(kxen_cache: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "broken.spec"
+    broken.write_text(
+        "Name: broken\nVersion: 1\nRelease: 1\nSummary: s\nLicense: MIT\n"
+        "%description\nd\n%prep\ncd $RPM_SOURCE_DIR\n%files\n"
+    )
+    run = run_kxen("lint", broken, cache=kxen_cache, check=False)
+    assert run.returncode == 9
+    assert "use-of-RPM_SOURCE_DIR" in run.stderr
 
 
 def test_rendered_spec_parses_with_rpmspec(

@@ -24,10 +24,12 @@ from rich.progress import Progress as RichProgress
 from rich.progress import SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from . import configs, manifest, pipeline
+from . import spec as spec_module
 from .backends.base import neutralise
 from .backends.local import LocalBackend
-from .errors import Interrupted, KxenError
+from .errors import Interrupted, KxenError, LintError
 from .fsutil import scratch_dir
+from .lint import rpmlint
 from .runner import SubprocessRunner
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -186,26 +188,44 @@ def main_group(ctx: click.Context, repo: Path | None, cache_dir: Path | None) ->
     ctx.obj = Options(repo=repo.resolve(), cache=(cache_dir or pipeline.default_cache_dir()))
 
 
-def upstream_option(func: F) -> F:
-    return click.option(
-        "--upstream",
-        "local_tarball",
-        type=click.Path(dir_okay=False, path_type=Path),
-        default=None,
-        help="Build from this local kernel tarball instead of the manifest's kernel.org files.",
-    )(func)
+@dataclasses.dataclass(frozen=True)
+class Selection:
+    """What to build: the options shared by every command that renders a spec."""
+
+    flavour: str
+    local_tarball: Path | None
+    buildid: str | None
 
 
-def flavour_option(func: F) -> F:
-    return click.option(
-        "--flavour", default="default", show_default=True, help="Config flavour to build."
-    )(func)
+def selection_options(func: Callable[..., None]) -> Callable[..., None]:
+    """Add --flavour/--upstream/--buildid and hand them to `func` as one `Selection`."""
 
+    @functools.wraps(func)
+    def wrapper(
+        *args: Any, flavour: str, local_tarball: Path | None, buildid: str | None, **kwargs: Any
+    ) -> None:
+        func(*args, selection=Selection(flavour, local_tarball, buildid), **kwargs)
 
-def buildid_option(func: F) -> F:
-    return click.option(
-        "--buildid", default=None, help="Mark the release (e.g. .local); overrides the manifest."
-    )(func)
+    options = (
+        click.option(
+            "--buildid",
+            default=None,
+            help="Mark the release (e.g. .local); overrides the manifest.",
+        ),
+        click.option(
+            "--upstream",
+            "local_tarball",
+            type=click.Path(dir_okay=False, path_type=Path),
+            default=None,
+            help="Build from this local kernel tarball instead of the manifest's kernel.org files.",
+        ),
+        click.option(
+            "--flavour", default="default", show_default=True, help="Config flavour to build."
+        ),
+    )
+    for option in options:
+        wrapper = option(wrapper)
+    return wrapper
 
 
 # --- commands ----------------------------------------------------------------
@@ -243,42 +263,25 @@ def new_sources(options: Options, files: tuple[Path, ...]) -> None:
 
 
 @command(main_group)
-@flavour_option
-@upstream_option
-@buildid_option
-def verrel(options: Options, flavour: str, local_tarball: Path | None, buildid: str | None) -> None:
+@selection_options
+def verrel(options: Options, selection: Selection) -> None:
     """Print the name-version-release the build would produce."""
     with _project(options) as project:
-        up = pipeline.resolve_upstream(project, local_tarball) if local_tarball else None
-        if up is None:
-            version = project.manifest.upstream
-            inputs_nvr = _manifest_nvr(project, flavour, buildid)
-            kernel = {
-                a: f"{version.kernelversion}-{inputs_nvr[1]}.{a}" for a in project.manifest.arches
-            }
-            nvr = inputs_nvr[0]
-        else:
-            inputs = pipeline.spec_inputs(project, up, flavour, buildid)
-            nvr = inputs.nvr
-            kernel = {a: inputs.kernel_release(a) for a in project.manifest.arches}
-    _emit(options, {"nvr": nvr, "kernel_release": kernel}, lambda: click.echo(nvr))
-
-
-def _manifest_nvr(project: pipeline.Project, flavour: str, buildid: str | None) -> tuple[str, str]:
-    from . import spec
-
-    project.check_flavour(flavour)
-    m = project.manifest
-    release = m.upstream.rpm_release(m.release) + spec.flavour_buildid(
-        m.buildid if buildid is None else buildid, flavour
-    )
-    return f"{m.name}-{m.upstream.rpm_version}-{release}", release
+        project.check_flavour(selection.flavour)
+        version = (
+            pipeline.resolve_upstream(project, selection.local_tarball).version
+            if selection.local_tarball
+            else project.manifest.upstream
+        )
+        build = spec_module.identity(
+            project.manifest, version, selection.flavour, selection.buildid
+        )
+        kernel = {arch: build.kernel_release(arch) for arch in project.manifest.arches}
+    _emit(options, {"nvr": build.nvr, "kernel_release": kernel}, _echo_lines([build.nvr]))
 
 
 @command(main_group)
-@flavour_option
-@upstream_option
-@buildid_option
+@selection_options
 @click.option(
     "-o",
     "--output",
@@ -286,29 +289,19 @@ def _manifest_nvr(project: pipeline.Project, flavour: str, buildid: str | None) 
     default=None,
     help="Where to write the spec (default: <name>.spec in the checkout).",
 )
-def spec(
-    options: Options,
-    flavour: str,
-    local_tarball: Path | None,
-    buildid: str | None,
-    output: Path | None,
-) -> None:
+def spec(options: Options, selection: Selection, output: Path | None) -> None:
     """Render specs/kernel-xen.spec.j2 into the spec rpmbuild reads."""
-    from . import spec as spec_module
-
     with _project(options) as project:
-        up = pipeline.resolve_upstream(project, local_tarball)
-        inputs = pipeline.spec_inputs(project, up, flavour, buildid)
+        up = pipeline.resolve_upstream(project, selection.local_tarball)
+        inputs = pipeline.spec_inputs(project, up, selection.flavour, selection.buildid)
         text = spec_module.render(inputs, project.root / "specs")
         target = output or project.root / f"{project.manifest.name}.spec"
         spec_module.write(text, target)
-    _emit(options, {"spec": str(target), "nvr": inputs.nvr}, lambda: click.echo(str(target)))
+    _emit(options, {"spec": str(target), "nvr": inputs.nvr}, _echo_lines([str(target)]))
 
 
 @command(main_group)
-@flavour_option
-@upstream_option
-@buildid_option
+@selection_options
 @click.option(
     "-o",
     "--outdir",
@@ -316,30 +309,24 @@ def spec(
     default=None,
     help="Directory for the SRPM (default: the checkout).",
 )
-def srpm(
-    options: Options,
-    flavour: str,
-    local_tarball: Path | None,
-    buildid: str | None,
-    outdir: Path | None,
-) -> None:
+def srpm(options: Options, selection: Selection, outdir: Path | None) -> None:
     """Build the source RPM (bit-identical for identical inputs)."""
     target_dir = (outdir or options.repo).resolve()
     with _project(options) as project, scratch_dir(target_dir, ".kxen-srpm-") as work:
-        prepared = pipeline.prepare(project, flavour, local_tarball, work, buildid)
+        prepared = pipeline.prepare(
+            project, selection.flavour, selection.local_tarball, work, selection.buildid
+        )
         path = pipeline.build_srpm(project, prepared, target_dir)
     _emit(
         options,
         {"srpm": str(path), "nvr": prepared.nvr, "upstream": prepared.upstream.describe()},
-        lambda: click.echo(str(path)),
+        _echo_lines([str(path)]),
     )
 
 
 @command(main_group)
 @click.option("--arch", "arches", multiple=True, help="Arch to build (repeatable; default: all).")
-@flavour_option
-@upstream_option
-@buildid_option
+@selection_options
 @click.option(
     "--results",
     "results_root",
@@ -348,26 +335,42 @@ def srpm(
     help="Results root (default: results/ in the checkout).",
 )
 def local(
-    options: Options,
-    arches: tuple[str, ...],
-    flavour: str,
-    local_tarball: Path | None,
-    buildid: str | None,
-    results_root: Path | None,
+    options: Options, arches: tuple[str, ...], selection: Selection, results_root: Path | None
 ) -> None:
     """Build binary RPMs on this machine with rpmbuild into results/<nvr>/<arch>/."""
     root = (results_root or options.repo / "results").resolve()
     with _project(options) as project:
         wanted = list(arches) or list(project.manifest.arches)
         backend = LocalBackend(project.runner, root)
-        report = pipeline.build(project, backend, flavour, wanted, local_tarball, root, buildid)
+        report = pipeline.build(
+            project,
+            backend,
+            selection.flavour,
+            wanted,
+            selection.local_tarball,
+            root,
+            selection.buildid,
+        )
+    lines = [f"{r.arch}: ok in {r.seconds:.0f}s: {', '.join(r.rpms)}" for r in report.arches]
+    _emit(
+        options,
+        {"report": dataclasses.asdict(report)},
+        _echo_lines([*lines, f"results: {report.results_dir}"]),
+    )
 
-    def human() -> None:
-        for result in report.arches:
-            click.echo(f"{result.arch}: ok in {result.seconds:.0f}s: " + ", ".join(result.rpms))
-        click.echo(f"results: {report.results_dir}")
 
-    _emit(options, {"report": dataclasses.asdict(report)}, human)
+@command(main_group)
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+def lint(options: Options, paths: tuple[Path, ...]) -> None:
+    """Run rpmlint with the checkout's kernel-xen.rpmlintrc on specs and packages."""
+    with _project(options) as project:
+        rc = project.root / f"{project.manifest.name}.rpmlintrc"
+        result = rpmlint(paths, rc, project.runner)
+    if result.errors:
+        raise LintError(f"rpmlint reported {result.errors} error(s)", details=result.error_lines)
+    summary = {"errors": result.errors, "warnings": result.warnings, "lines": list(result.lines)}
+    closing = f"{result.warnings} warning(s), no errors"
+    _emit(options, summary, _echo_lines([*result.lines, closing]))
 
 
 @main_group.group(name="config")
@@ -378,7 +381,13 @@ def config_group() -> None:
 @command(config_group)
 @click.option("--arch", "arches", multiple=True, help="Arch (repeatable; default: all).")
 @click.option("--flavour", "flavours", multiple=True, help="Flavour (repeatable; default: all).")
-@upstream_option
+@click.option(
+    "--upstream",
+    "local_tarball",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Resolve against this local kernel tarball instead of the manifest's kernel.org files.",
+)
 @click.option(
     "-o",
     "--outdir",

@@ -20,6 +20,7 @@ class ExitCode(IntEnum):
     MISSING_TOOL = 6  # a host tool the step needs is absent
     LOCKED = 7  # another kxen holds the lock of this result/build dir
     PUBLISH = 8  # results could not be written
+    LINT = 9  # rpmlint reported errors
     INTERRUPTED = 130  # SIGINT
     TERMINATED = 143  # SIGTERM
 
@@ -65,6 +66,10 @@ class LockedError(KxenError):
 
 class PublishError(KxenError):
     exit_code = ExitCode.PUBLISH
+
+
+class LintError(KxenError):
+    exit_code = ExitCode.LINT
 
 
 class Interrupted(KxenError):

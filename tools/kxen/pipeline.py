@@ -125,9 +125,6 @@ def spec_inputs(
     project: Project, up: upstream.Upstream, flavour: str, buildid: str | None
 ) -> spec.SpecInputs:
     project.check_flavour(flavour)
-    manifest_buildid = project.manifest.buildid if buildid is None else buildid
-    if manifest_buildid and not spec.BUILDID_RE.match(manifest_buildid):
-        raise InputError(f"--buildid {manifest_buildid!r}: expected e.g. .local")
     local_digest = None
     if up.origin == upstream.ORIGIN_LOCAL_TARBALL:
         local_digest = sources.file_digest(up.tarball, "SHA512")
@@ -135,7 +132,7 @@ def spec_inputs(
         manifest=project.manifest,
         upstream=up,
         flavour=flavour,
-        buildid=spec.flavour_buildid(manifest_buildid, flavour),
+        buildid=spec.effective_buildid(project.manifest, flavour, buildid),
         patches=tuple(patches.load_series(project.root / "patches")),
         config_names=spec.config_names(project.manifest, up, flavour),
         local_tarball_sha512=local_digest,

@@ -23,7 +23,7 @@ from .fsutil import atomic_write_text
 from .manifest import Manifest
 from .patches import Patch
 from .upstream import ORIGIN_LOCAL_TARBALL, Upstream
-from .versions import kernel_release
+from .versions import UpstreamVersion, kernel_release
 
 TEMPLATE_NAME = "kernel-xen.spec.j2"
 UPSTREAM_SOURCE_BASE = 1
@@ -96,16 +96,50 @@ class SpecInputs:
         return self.upstream.version.rpm_release(self.manifest.release)
 
     @property
-    def full_release(self) -> str:
-        """Release as rpm expands it here (`%{?dist}` is empty off Fedora)."""
-        return f"{self.release}{self.buildid}"
+    def identity(self) -> BuildIdentity:
+        return BuildIdentity(self.manifest.name, self.upstream.version, self.release + self.buildid)
 
     @property
     def nvr(self) -> str:
-        return f"{self.manifest.name}-{self.upstream.version.rpm_version}-{self.full_release}"
+        return self.identity.nvr
 
     def kernel_release(self, arch: str) -> str:
-        return kernel_release(self.upstream.version, self.full_release, arch)
+        return self.identity.kernel_release(arch)
+
+
+@dataclass(frozen=True)
+class BuildIdentity:
+    """Name, version and release of a build (`%{?dist}` is empty off Fedora)."""
+
+    name: str
+    version: UpstreamVersion
+    release: str
+
+    @property
+    def nvr(self) -> str:
+        return f"{self.name}-{self.version.rpm_version}-{self.release}"
+
+    def kernel_release(self, arch: str) -> str:
+        try:
+            return kernel_release(self.version, self.release, arch)
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
+
+
+def identity(
+    manifest: Manifest, version: UpstreamVersion, flavour: str, buildid: str | None
+) -> BuildIdentity:
+    """The NVR a build of `flavour` gets; `buildid` overrides the manifest's."""
+    release = version.rpm_release(manifest.release) + effective_buildid(manifest, flavour, buildid)
+    return BuildIdentity(manifest.name, version, release)
+
+
+def effective_buildid(manifest: Manifest, flavour: str, buildid: str | None) -> str:
+    """`%{buildid}`: the override or the manifest's, plus the flavour mark (`.local.smoke`)."""
+    chosen = manifest.buildid if buildid is None else buildid
+    if chosen and not BUILDID_RE.match(chosen):
+        raise InputError(f"buildid {chosen!r}: expected e.g. .local")
+    return flavour_buildid(chosen, flavour)
 
 
 def flavour_buildid(manifest_buildid: str, flavour: str) -> str:
@@ -121,10 +155,7 @@ def config_names(manifest: Manifest, upstream: Upstream, flavour: str) -> tuple[
 def render(inputs: SpecInputs, template_dir: Path) -> str:
     manifest, upstream = inputs.manifest, inputs.upstream
     for arch in manifest.arches:
-        try:
-            inputs.kernel_release(arch)
-        except ValueError as exc:
-            raise InputError(f"{manifest.path}: {exc}") from None
+        inputs.kernel_release(arch)  # refuses releases beyond the UTS limit
     version = upstream.version
     local = upstream.origin == ORIGIN_LOCAL_TARBALL
     context = {
@@ -136,7 +167,6 @@ def render(inputs: SpecInputs, template_dir: Path) -> str:
         "release": inputs.release,
         "buildid": inputs.buildid,
         "flavour": inputs.flavour,
-        "config_suffix": "" if inputs.flavour == "default" else f"-{inputs.flavour}",
         "arches": " ".join(manifest.arches),
         "upstream_version": str(version),
         "upstream_origin": upstream.origin,
@@ -153,8 +183,10 @@ def render(inputs: SpecInputs, template_dir: Path) -> str:
             for index, path in enumerate(upstream.patches)
         ],
         "configs": [
-            {"number": CONFIG_SOURCE_BASE + index, "name": name}
-            for index, name in enumerate(inputs.config_names)
+            {"number": CONFIG_SOURCE_BASE + index, "name": name, "arch": arch}
+            for index, (arch, name) in enumerate(
+                zip(manifest.arches, inputs.config_names, strict=True)
+            )
         ],
         "patches": [
             {"number": f"{PATCH_BASE + index:04d}", "name": patch.name, "strip": patch.strip}

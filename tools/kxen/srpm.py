@@ -52,13 +52,16 @@ def build_srpm(
                 "rpmbuild",
                 "-bs",
                 "--nodeps",
+                # A relative topdir: rpm records the expanded %prep (with the topdir in
+                # it) in the SRPM header, and the SRPM must not depend on where it was built.
                 "--define",
-                f"_topdir {top}",
+                "_topdir .",
                 "--define",
                 f"_source_payload {SOURCE_PAYLOAD}",
                 *reproducible_defines(),
-                spec,
+                spec.relative_to(top),
             ],
+            cwd=top,
             check=False,
         )
         if not result.ok:
