@@ -106,7 +106,7 @@ def test_devel_package_can_build_modules(smoke_build: SmokeBuild, arch: str) -> 
         "include/config/auto.conf",
         "scripts/Makefile.modpost",
         "scripts/mod/modpost",
-        f"arch/x86/include/generated/asm/{'unistd_64.h' if arch == 'x86_64' else 'unistd_32.h'}",
+        f"arch/x86/include/generated/uapi/asm/unistd_{'64' if arch == 'x86_64' else '32'}.h",
     ):
         assert f"{root}/{relative}" in files, relative
     assert not any(f.endswith((".o", ".cmd")) for f in files)

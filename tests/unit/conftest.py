@@ -62,9 +62,9 @@ def kernel_makefile(version: int, patchlevel: int, sublevel: int, extra: str = "
         "KERNELVERSION = $(VERSION)$(if $(PATCHLEVEL),.$(PATCHLEVEL)$(if $(SUBLEVEL),.$(SUBLEVEL)))"
         "$(EXTRAVERSION)\n"
         "kernelversion:\n"
-        "\t@echo \"$(KERNELVERSION)\"\n"
+        '\t@echo "$(KERNELVERSION)"\n'
         "kernelrelease:\n"
-        "\t@echo \"$(KERNELVERSION)$(LOCALVERSION)\"\n"
+        '\t@echo "$(KERNELVERSION)$(LOCALVERSION)"\n'
         "olddefconfig:\n"
         "\t@test -f .config\n"
     )

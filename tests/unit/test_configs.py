@@ -5,7 +5,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
-
 from kxen import configs
 from kxen.configs import Setting, Target
 from kxen.errors import ConfigError, InputError
@@ -163,7 +162,10 @@ def test_merge_later_layer_overrides_earlier(tmp_path):
     # other arch and flavour see only their own layers
     i686 = configs.merge(root, Target("i686", "default"), None, configs.load_layers(root))
     assert {s: v.value for s, v in i686.settings.items()} == {
-        "A": "y", "B": "y", "C": None, "D": "m"
+        "A": "y",
+        "B": "y",
+        "C": None,
+        "D": "m",
     }
     assert i686.overridden == []
 
@@ -242,15 +244,24 @@ def test_merge_refusals(tmp_path):
         ("flavours: [default]\n", "single 'flavours:' mapping"),
         ("flavours:\n  d: [a]\n", "flavours.d: expected keys 'resolve' and 'layers'"),
         ("flavours:\n  d: {resolve: olddefconfig, layers: {}, extra: 1}\n", "flavours.d: expected"),
-        ("flavours:\n  d: {resolve: defconfig, layers: {}}\n", "flavours.d.resolve: expected one of"),
+        (
+            "flavours:\n  d: {resolve: defconfig, layers: {}}\n",
+            "flavours.d.resolve: expected one of",
+        ),
         ("flavours:\n  d: {layers: {}}\n", "flavours.d.resolve"),
         ("flavours:\n  d: {resolve: allnoconfig, layers: [a]}\n", "flavours.d.layers: expected"),
-        ("flavours:\n  d: {resolve: allnoconfig, layers: {arm64: [a]}}\n",
-         "flavours.d.layers.arm64: unknown arch"),
-        ("flavours:\n  d: {resolve: allnoconfig, layers: {i686: a}}\n",
-         "flavours.d.layers.i686: expected a list"),
-        ("flavours:\n  d: {resolve: allnoconfig, layers: {i686: [a, 1]}}\n",
-         "flavours.d.layers.i686: expected a list"),
+        (
+            "flavours:\n  d: {resolve: allnoconfig, layers: {arm64: [a]}}\n",
+            "flavours.d.layers.arm64: unknown arch",
+        ),
+        (
+            "flavours:\n  d: {resolve: allnoconfig, layers: {i686: a}}\n",
+            "flavours.d.layers.i686: expected a list",
+        ),
+        (
+            "flavours:\n  d: {resolve: allnoconfig, layers: {i686: [a, 1]}}\n",
+            "flavours.d.layers.i686: expected a list",
+        ),
     ],
 )
 def test_load_layers_refusals(tmp_path, text, problem):
@@ -313,9 +324,7 @@ class FakeKconfig:
         source = Path(allconfig[0].split("=", 1)[1]) if allconfig else config
         self.seen_fragment = source.read_text()
         values = {**configs.parse_config_values(self.seen_fragment), **self.result}
-        config.write_text(
-            "\n".join(configs.format_setting(s, v) for s, v in values.items()) + "\n"
-        )
+        config.write_text("\n".join(configs.format_setting(s, v) for s, v in values.items()) + "\n")
         return Completed(tuple(args), self.returncode, "kconfig said something\n")
 
 
@@ -360,13 +369,16 @@ def test_generate_refuses_values_that_do_not_survive(tmp_path):
     root = _configs_dir(tmp_path, LAYERS, FILES)
     fake = FakeKconfig({"E": "16", "C": None})
     with pytest.raises(ConfigError) as info:
-        configs.generate(root, [Target("x86_64", "default")], tmp_path / "tree",
-                         tmp_path / "work", fake)
+        configs.generate(
+            root, [Target("x86_64", "default")], tmp_path / "tree", tmp_path / "work", fake
+        )
     details = sorted(info.value.details)
-    assert details == sorted([
-        f"{root / 'top/t.config'}:1: CONFIG_E: asked for 32, got 16",
-        f"{root / 'top/t.config'}:2: CONFIG_C: asked for y, got is not set",
-    ])
+    assert details == sorted(
+        [
+            f"{root / 'top/t.config'}:1: CONFIG_E: asked for 32, got 16",
+            f"{root / 'top/t.config'}:2: CONFIG_C: asked for y, got is not set",
+        ]
+    )
 
 
 def test_kconfig_failure_is_a_config_error(tmp_path):
@@ -380,8 +392,7 @@ def test_kconfig_failure_is_a_config_error(tmp_path):
 def test_generate_and_write_configs(tmp_path):
     root = _configs_dir(tmp_path, LAYERS, FILES)
     targets = [Target("x86_64", "default"), Target("x86_64", "small")]
-    results = configs.generate(root, targets, tmp_path / "tree", tmp_path / "work",
-                               FakeKconfig({}))
+    results = configs.generate(root, targets, tmp_path / "tree", tmp_path / "work", FakeKconfig({}))
     out = tmp_path / "out"
     paths = configs.write_configs(results, "6.1.192", out)
     assert [p.name for p in paths] == [

@@ -8,7 +8,6 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
 from kxen import fsutil
 from kxen.errors import ExitCode, LockedError, PublishError
 
@@ -100,10 +99,12 @@ def test_lock_held_by_another_process_names_its_pid(tmp_path):
 
 def test_lock_is_exclusive_within_one_process_too(tmp_path):
     lock = tmp_path / "x.lock"
-    with fsutil.exclusive_lock(lock, "x"):
-        with pytest.raises(LockedError, match=f"PID {os.getpid()}"):
-            with fsutil.exclusive_lock(lock, "x"):
-                pass
+    with (
+        fsutil.exclusive_lock(lock, "x"),
+        pytest.raises(LockedError, match=f"PID {os.getpid()}"),
+        fsutil.exclusive_lock(lock, "x"),
+    ):
+        pytest.fail("took the same lock twice")
     with fsutil.exclusive_lock(lock, "x"):
         pass
 
@@ -159,4 +160,3 @@ def test_replace_dir_keeps_old_content_when_staging_rename_fails(tmp_path):
     assert str(final) in info.value.message
     assert (final / "content").read_text() == "old"
     assert _entries(tmp_path / "out") == ["results"]
-

@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from kxen import sources
 from kxen.errors import ExitCode, InputError, SourceError
 from kxen.sources import Lookaside, SourceEntry
@@ -167,13 +166,6 @@ def test_fetch_downloads_into_the_cache(tmp_path, mirror, algorithm):
     assert seen and seen[-1][:2] == (NAME, len(CONTENT))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AttributeError,
-    reason="sources._copy_url reads response.length, which file:// responses (addinfourl) "
-    "lack: every fetch from a file:// mirror (allowed by the manifest schema) dies with "
-    "AttributeError instead of downloading",
-)
 def test_fetch_from_a_file_mirror(tmp_path):
     root = tmp_path / "mirror"
     (root / "v6.x").mkdir(parents=True)

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import pytest
 import rpm
-
 from kxen.versions import UTS_RELEASE_MAX, UpstreamVersion, from_makefile, kernel_release
 
 # text, base, stable, rc, git

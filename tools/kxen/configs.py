@@ -189,6 +189,8 @@ def layer_files(configs_dir: Path, tree: Path | None, layer: str) -> list[Path]:
         if not path.is_file():
             raise InputError(f"layer {layer}: {relative} does not exist in this tree")
         return [path]
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", layer) or ".." in layer:
+        raise InputError(f"{configs_dir / LAYERS_FILE}: layer {layer!r} is not a directory name")
     directory = configs_dir / layer
     if not directory.is_dir():
         raise InputError(

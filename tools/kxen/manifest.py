@@ -54,7 +54,22 @@ class Manifest:
 
 
 class _Loader(yaml.SafeLoader):
-    """SafeLoader that keeps dates as strings: the schema checks their form."""
+    """SafeLoader that keeps dates as strings (the schema checks their form) and refuses
+    duplicate keys, which plain YAML silently resolves to the last value."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"duplicate key {key!r} (first on line {seen[key]})",
+                    key_node.start_mark,
+                )
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
 
 
 _Loader.yaml_implicit_resolvers = {
@@ -95,8 +110,40 @@ def parse(text: str, path: Path) -> Manifest:
     return _build(data, node, path)
 
 
+# JSON Schema counts 2.0 as an integer; a manifest's `release: 2.0` is a typo, not a 2.
+_STRICT_TYPES = jsonschema.Draft202012Validator.TYPE_CHECKER.redefine(
+    "integer", lambda _checker, value: isinstance(value, int) and not isinstance(value, bool)
+)
+_Validator = jsonschema.validators.extend(  # type: ignore[no-untyped-call]
+    jsonschema.Draft202012Validator, type_checker=_STRICT_TYPES
+)
+
+
+def _multi_line_field(data: Any, parts: list[Any]) -> list[Any] | None:
+    """Path of the first string holding a line break: no manifest field may span lines."""
+    if isinstance(data, str):
+        return parts if ("\n" in data or "\r" in data) else None
+    items = (
+        data.items()
+        if isinstance(data, dict)
+        else enumerate(data)
+        if isinstance(data, list)
+        else ()
+    )
+    for key, value in items:
+        found = _multi_line_field(value, [*parts, key])
+        if found is not None:
+            return found
+    return None
+
+
 def _validate(data: dict[str, Any], node: yaml.Node | None, path: Path) -> None:
-    validator = jsonschema.Draft202012Validator(_schema())
+    multi_line = _multi_line_field(data, [])
+    if multi_line is not None:
+        raise InputError(
+            f"{path}:{_line_of(node, multi_line)}: {_dotted(multi_line)}: must be a single line"
+        )
+    validator = _Validator(_schema())
     errors = sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path)))
     if not errors:
         return
@@ -108,10 +155,12 @@ def _validate(data: dict[str, Any], node: yaml.Node | None, path: Path) -> None:
     line = _line_of(node, field_path)
     where = f"{path}:{line}" if line else str(path)
     field = _dotted(field_path) or "(top level)"
-    raise InputError(f"{where}: {field}: {_describe(error)}")
+    raw = _node_at(node, field_path)
+    written = raw.value if isinstance(raw, yaml.ScalarNode) else None
+    raise InputError(f"{where}: {field}: {_describe(error, written)}")
 
 
-def _describe(error: jsonschema.ValidationError) -> str:
+def _describe(error: jsonschema.ValidationError, written: str | None) -> str:
     kind = error.validator
     value = error.instance
     if kind == "type":
@@ -125,7 +174,7 @@ def _describe(error: jsonschema.ValidationError) -> str:
         expected = str(error.validator_value)
         text = f"expected {wanted.get(expected, expected)}"
         if expected == "string" and isinstance(value, float):
-            text += f' (quote it: "{value}")'
+            text += f' (quote it: "{written or value}")'
         return text
     if kind == "additionalProperties":
         return "unknown key"
@@ -148,16 +197,28 @@ def _dotted(parts: list[Any]) -> str:
     return text
 
 
+def _node_at(node: yaml.Node | None, parts: list[Any]) -> yaml.Node | None:
+    for part in parts:
+        if isinstance(node, yaml.MappingNode):
+            node = next((value for key, value in node.value if key.value == part), None)
+        elif (
+            isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value)
+        ):
+            node = node.value[part]
+        else:
+            return None
+    return node
+
+
 def _line_of(node: yaml.Node | None, parts: list[Any]) -> int | None:
-    """1-based line of the YAML node at `parts`, or of its nearest existing parent."""
+    """1-based line of the key (or item) at `parts`, or of its nearest existing parent."""
     line = node.start_mark.line + 1 if node is not None else None
     for part in parts:
         child: yaml.Node | None = None
         if isinstance(node, yaml.MappingNode):
             for key, value in node.value:
                 if key.value == part:
-                    child = key if value is None else value
-                    line = key.start_mark.line + 1
+                    child, line = value, key.start_mark.line + 1
                     break
         elif (
             isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value)

@@ -28,6 +28,9 @@ def load_series(patches_dir: Path) -> list[Patch]:
     """Read the series; every file in patches/ must be listed and every line must exist."""
     series = patches_dir / SERIES_NAME
     if not series.exists():
+        strays = sorted(p.name for p in patches_dir.glob("*")) if patches_dir.is_dir() else []
+        if strays:
+            raise InputError(f"{series}: missing, but {patches_dir} holds {', '.join(strays)}")
         return []
     patches: list[Patch] = []
     seen: dict[str, int] = {}

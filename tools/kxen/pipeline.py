@@ -7,6 +7,7 @@ what it needs; data only flows forward.
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -266,6 +267,7 @@ def _build_arch(
         if outcome.ok:
             os.link(srpm_path, staging / srpm_path.name)
             results.publish(staging, nvr_dir / arch, outcome, record)
+            shutil.rmtree(nvr_dir / f"failed-{arch}", ignore_errors=True)  # superseded
         else:
             results.publish(staging, nvr_dir / f"failed-{arch}", outcome, record)
     return outcome

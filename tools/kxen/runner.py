@@ -78,6 +78,8 @@ class SubprocessRunner:
         check: bool = True,
     ) -> Completed:
         args = tuple(os.fspath(a) for a in argv)
+        if cwd is not None and not cwd.is_dir():
+            raise KxenError(f"{args[0]}: working directory {cwd} does not exist")
         full_env = dict(os.environ)
         if env:
             full_env.update(env)

@@ -125,11 +125,17 @@ class Lookaside:
         if cached:
             return cached, False
         failures: list[str] = []
+        mismatch: SourceError | None = None
         for url in urls:
             try:
                 return self._download(entry, url, progress), True
             except _TransportError as exc:
                 failures.append(f"{url}: {exc}")
+            except SourceError as exc:  # that mirror served other bytes: try the next one
+                mismatch = mismatch or exc
+                failures.append(exc.message)
+        if mismatch is not None:
+            raise SourceError(mismatch.message, details=failures)
         raise SourceError(f"{entry.filename}: could not download from any mirror", details=failures)
 
     def _download(self, entry: SourceEntry, url: str, progress: ProgressSink | None) -> Path:
@@ -189,7 +195,8 @@ def _copy_url(
     write = out.write  # type: ignore[attr-defined]
     try:
         with urllib.request.urlopen(url, timeout=60) as response:
-            total = response.length
+            length = response.headers.get("Content-Length")
+            total = int(length) if length and length.isdigit() else None
             done = 0
             while chunk := response.read(CHUNK):
                 write(chunk)

@@ -29,8 +29,8 @@ TEMPLATE_NAME = "kernel-xen.spec.j2"
 UPSTREAM_SOURCE_BASE = 1
 CONFIG_SOURCE_BASE = 100
 PATCH_BASE = 1
-BUILDID_RE = re.compile(r"^\.[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$")
-_TOKEN_RE = re.compile(r"^[A-Za-z0-9._+~^:/=@()*| ,-]*$")
+BUILDID_RE = re.compile(r"\.[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*")
+_TOKEN_RE = re.compile(r"[A-Za-z0-9._+~^:/=@()*| ,-]*")
 _DECOMPRESS = {".xz": "xz -dc", ".bz2": "bzip2 -dc", ".gz": "gzip -dc"}
 
 # Symbols a .config records from the toolchain (`$(cc-option)`, `$(success)`, `$(shell)`,
@@ -58,10 +58,12 @@ def text(value: str) -> SpecText:
 
 
 def _finalize(value: Any) -> Any:
+    if isinstance(value, jinja2.Undefined):
+        value._fail_with_undefined_error()  # raises UndefinedError naming the variable
     if isinstance(value, (SpecText, int)):
         return value
     if isinstance(value, str):
-        if not _TOKEN_RE.match(value):
+        if not _TOKEN_RE.fullmatch(value):
             raise InputError(f"refusing to put {value!r} into the spec (not a safe token)")
         return value
     raise InputError(f"refusing to put a {type(value).__name__} into the spec")
@@ -137,7 +139,7 @@ def identity(
 def effective_buildid(manifest: Manifest, flavour: str, buildid: str | None) -> str:
     """`%{buildid}`: the override or the manifest's, plus the flavour mark (`.local.smoke`)."""
     chosen = manifest.buildid if buildid is None else buildid
-    if chosen and not BUILDID_RE.match(chosen):
+    if chosen and not BUILDID_RE.fullmatch(chosen):
         raise InputError(f"buildid {chosen!r}: expected e.g. .local")
     return flavour_buildid(chosen, flavour)
 
@@ -193,10 +195,16 @@ def render(inputs: SpecInputs, template_dir: Path) -> str:
             for index, patch in enumerate(inputs.patches)
         ],
         "extraversion": version.makefile_extraversion,
+        "snapshot_levels": version.snapshot_levels or (),
         "toolchain_regex": SpecText(TOOLCHAIN_SYMBOLS),
         "changelog": _changelog(inputs),
     }
-    return environment(template_dir).get_template(TEMPLATE_NAME).render(context)
+    try:
+        return environment(template_dir).get_template(TEMPLATE_NAME).render(context)
+    except jinja2.UndefinedError as exc:
+        raise InputError(f"{template_dir / TEMPLATE_NAME}: {exc.message}") from None
+    except jinja2.TemplateSyntaxError as exc:
+        raise InputError(f"{template_dir / TEMPLATE_NAME}:{exc.lineno}: {exc.message}") from None
 
 
 def _location(manifest: Manifest, upstream: Upstream, filename: str) -> str:

@@ -169,7 +169,7 @@ def check_members(path: Path, topdir: str) -> None:
                 except tarfile.FilterError as exc:
                     raise InputError(f"{path}: unsafe member {member.name!r}: {exc}") from None
                 name = PurePosixPath(member.name)
-                if name.parts[0] != topdir:
+                if name.parts[0] != topdir or ".." in name.parts:
                     raise InputError(
                         f"{path}: member {member.name!r} is outside the top directory {topdir}/"
                     )

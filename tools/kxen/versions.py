@@ -172,6 +172,15 @@ class UpstreamVersion:
             return f".{self.stable}"
         return ""
 
+    @property
+    def snapshot_levels(self) -> tuple[int, int, int] | None:
+        """For a -gitN snapshot without -rc: the VERSION, PATCHLEVEL and SUBLEVEL of the
+        release it leads to, which its Makefile does not say yet (it still names the base)."""
+        if self.git is None or self.rc is not None:
+            return None
+        numbers = [int(part) for part in self.kernelversion.split(".")]
+        return numbers[0], numbers[1], numbers[2]
+
     def rpm_release(self, build: int) -> str:
         """Release without `%{?buildid}%{?dist}`: `<n>`, or `0.<n>.rcR[.gitG]`."""
         if not self.prerelease:
