@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -18,10 +17,10 @@ from typing import Any
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from ..support import REPO
+
 DEBIAN_TARBALL = Path("/usr/src/linux-source-6.1.tar.xz")
 KXEN = Path(sys.executable).with_name("kxen")
-CHECKOUT_FILES = ("kernel-xen.yaml", "sources", "specs", "configs", "patches")
 
 
 @pytest.fixture(scope="session")
@@ -35,17 +34,19 @@ def kxen_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("kxen-cache")
 
 
+def kxen_command(
+    *args: str | Path, repo: Path = REPO, cache: Path
+) -> tuple[list[str], dict[str, str]]:
+    """argv and environment of a `kxen` run against `repo` with its own cache."""
+    env = {**os.environ, "KXEN_CACHE_DIR": str(cache)}
+    return [str(KXEN), "--repo", str(repo), *map(str, args)], env
+
+
 def run_kxen(
     *args: str | Path, repo: Path = REPO, cache: Path, check: bool = True
 ) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "KXEN_CACHE_DIR": str(cache)}
-    result = subprocess.run(
-        [str(KXEN), "--repo", str(repo), *map(str, args)],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-    )
+    argv, env = kxen_command(*args, repo=repo, cache=cache)
+    result = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
     if check and result.returncode != 0:
         raise AssertionError(
             f"kxen {' '.join(map(str, args))} exited {result.returncode}:\n{result.stderr[-3000:]}"
@@ -53,21 +54,7 @@ def run_kxen(
     return result
 
 
-def make_checkout(target: Path) -> Path:
-    """A scratch copy of the repository's packaging files (tests never write the repo)."""
-    target.mkdir(parents=True, exist_ok=True)
-    for name in CHECKOUT_FILES:
-        source = REPO / name
-        if source.is_dir():
-            shutil.copytree(source, target / name)
-        else:
-            shutil.copy2(source, target / name)
-    return target
-
-
-@pytest.fixture
-def checkout(tmp_path: Path) -> Path:
-    return make_checkout(tmp_path / "repo")
+SMOKE_X86_64 = ("local", "--arch", "x86_64", "--flavour", "smoke")
 
 
 @dataclass(frozen=True)

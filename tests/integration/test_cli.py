@@ -10,7 +10,8 @@ import pytest
 from kxen.manifest import load
 from kxen.sources import parse_sources
 
-from .conftest import REPO, run_kxen
+from ..support import REPO
+from .conftest import run_kxen
 
 
 @pytest.fixture

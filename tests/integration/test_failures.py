@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import KXEN, run_kxen
+from .conftest import SMOKE_X86_64, kxen_command, run_kxen
 
 pytestmark = pytest.mark.slow
 NVR = "kernel-xen-6.1.192-1.smoke"
@@ -56,11 +56,7 @@ def test_compile_error_names_arch_and_first_error_lines(
     (checkout / "patches" / "series").write_text("0001-break-build.patch\n")
     results = tmp_path / "results"
     run = run_kxen(
-        "local",
-        "--arch",
-        "x86_64",
-        "--flavour",
-        "smoke",
+        *SMOKE_X86_64,
         "--upstream",
         linux_tarball,
         "--results",
@@ -86,24 +82,11 @@ def test_signal_mid_build_stops_everything(
     kxen_cache: Path, linux_tarball: Path, tmp_path: Path, signum: int, code: int
 ) -> None:
     results = tmp_path / f"results-{signum}"
-    env = {**os.environ, "KXEN_CACHE_DIR": str(kxen_cache)}
+    argv, env = kxen_command(
+        *SMOKE_X86_64, "--upstream", linux_tarball, "--results", results, cache=kxen_cache
+    )
     proc = subprocess.Popen(
-        [
-            str(KXEN),
-            "local",
-            "--arch",
-            "x86_64",
-            "--flavour",
-            "smoke",
-            "--upstream",
-            str(linux_tarball),
-            "--results",
-            str(results),
-        ],
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        start_new_session=True,
+        argv, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True
     )
     assert proc.stderr is not None
     deadline = time.monotonic() + 300

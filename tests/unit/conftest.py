@@ -12,28 +12,13 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-CHECKOUT_ITEMS = ("kernel-xen.yaml", "sources", "specs", "configs", "patches")
+from ..support import REPO
 
 
 @pytest.fixture
 def repo() -> Path:
     """The real repository: read only, never written by a test."""
     return REPO
-
-
-@pytest.fixture
-def checkout(tmp_path: Path) -> Path:
-    """A scratch copy of the files of the repository kxen reads."""
-    root = tmp_path / "checkout"
-    root.mkdir()
-    for name in CHECKOUT_ITEMS:
-        source = REPO / name
-        if source.is_dir():
-            shutil.copytree(source, root / name)
-        else:
-            shutil.copy2(source, root / name)
-    return root
 
 
 def line_number(text: str, needle: str) -> int:

@@ -1,0 +1,28 @@
+"""Helpers shared by the unit and integration tests (fixtures live in conftest.py)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+CHECKOUT_ITEMS = (
+    "kernel-xen.yaml",
+    "kernel-xen.rpmlintrc",
+    "sources",
+    "specs",
+    "configs",
+    "patches",
+)
+
+
+def make_checkout(target: Path) -> Path:
+    """A scratch copy of the repository's packaging files (tests never write the repo)."""
+    target.mkdir(parents=True, exist_ok=True)
+    for name in CHECKOUT_ITEMS:
+        source = REPO / name
+        if source.is_dir():
+            shutil.copytree(source, target / name)
+        else:
+            shutil.copy2(source, target / name)
+    return target
