@@ -33,7 +33,7 @@ from .lint import rpmlint
 from .runner import SubprocessRunner
 
 F = TypeVar("F", bound=Callable[..., Any])
-stderr = Console(stderr=True, highlight=False)
+stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 # --- progress --------------------------------------------------------------
