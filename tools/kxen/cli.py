@@ -56,6 +56,7 @@ class TerminalProgress:
         )
         self._task = self._bar.add_task("", phase="", total=None)
         self._phase = ""
+        self._phase_started = self.started
 
     def __enter__(self) -> TerminalProgress:
         if self.live:
@@ -69,11 +70,15 @@ class TerminalProgress:
     def phase(self, name: str, detail: str = "") -> None:
         if name == self._phase and not detail:
             return
-        self._phase = name
-        elapsed = time.monotonic() - self.started
+        now = time.monotonic()
+        if self.live and self._phase:
+            took = now - self._phase_started
+            self.console.print(f"[green]done[/] {self._phase} ({took:.1f}s)", highlight=False)
+        self._phase, self._phase_started = name, now
         self._bar.update(self._task, phase=name, description=neutralise(detail))
         if not self.live:
-            self.console.print(f"[{elapsed:7.1f}s] {name} {neutralise(detail)}".rstrip())
+            line = f"[{now - self.started:7.1f}s] {name} {neutralise(detail)}".rstrip()
+            self.console.print(line, markup=False)
 
     def step(self, text: str) -> None:
         self._bar.update(self._task, description=neutralise(text)[:100])

@@ -126,9 +126,6 @@ def spec_inputs(
     project: Project, up: upstream.Upstream, flavour: str, buildid: str | None
 ) -> spec.SpecInputs:
     project.check_flavour(flavour)
-    local_digest = None
-    if up.origin == upstream.ORIGIN_LOCAL_TARBALL:
-        local_digest = sources.file_digest(up.tarball, "SHA512")
     return spec.SpecInputs(
         manifest=project.manifest,
         upstream=up,
@@ -136,7 +133,7 @@ def spec_inputs(
         buildid=spec.effective_buildid(project.manifest, flavour, buildid),
         patches=tuple(patches.load_series(project.root / "patches")),
         config_names=spec.config_names(project.manifest, up, flavour),
-        local_tarball_sha512=local_digest,
+        local_tarball_sha512=up.tarball_sha512,
     )
 
 

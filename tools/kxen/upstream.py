@@ -39,6 +39,8 @@ class Upstream:
     origin: str
     identity: str
     """Digest over every input file: equal identities mean equal trees."""
+    tarball_sha512: str | None = None
+    """SHA512 of a local tarball, recorded in the spec and the results."""
 
     @property
     def files(self) -> tuple[Path, ...]:
@@ -50,6 +52,7 @@ class Upstream:
             "version": str(self.version),
             "files": [path.name for path in self.files],
             "tarball": str(self.tarball) if self.origin == ORIGIN_LOCAL_TARBALL else None,
+            "tarball_sha512": self.tarball_sha512,
             "identity": self.identity,
         }
 
@@ -105,6 +108,7 @@ def from_tarball(path: Path, cache_root: Path) -> Upstream:
         topdir=topdir,
         origin=ORIGIN_LOCAL_TARBALL,
         identity=identity,
+        tarball_sha512=digest,
     )
 
 
