@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import difflib
+import hashlib
 import json
 import lzma
 import os
@@ -102,6 +103,7 @@ def test_describe(tree_616, tmp_path):
         "version": "6.1.5",
         "files": [tree_616.name],
         "tarball": str(tree_616.resolve()),
+        "tarball_sha512": hashlib.sha512(tree_616.read_bytes()).hexdigest(),
         "identity": found.identity,
     }
 
