@@ -23,7 +23,7 @@ BREAKING_PATCH = """\
 +#error kxen-test: this patch breaks the build on purpose
  /*
   * Generate definitions needed by the preprocessor.
-  * This code generates raw assembly code which will be run through sed.
+  * This code generates raw asm output which is post-processed
 """
 
 
