@@ -47,7 +47,7 @@ _COMPILER_ERROR = re.compile(
     r"(: (fatal )?error: |^ERROR: |\*\*\* \[|undefined reference to"
     r"|^Hunk #\d+ FAILED|can't find file to patch|malformed patch)"
 )
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]|\x1b\[[0-9;?]*[A-Za-z]")
+_CONTROL = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|[\x00-\x08\x0b-\x1f\x7f]")
 
 
 def neutralise(line: str) -> str:

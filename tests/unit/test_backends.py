@@ -1,0 +1,68 @@
+"""Failure diagnosis and progress parsing of the local backend, on recorded log lines."""
+
+from __future__ import annotations
+
+from kxen.backends.base import first_errors, neutralise
+from kxen.backends.local import _progress_parser
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.steps: list[str] = []
+
+    def phase(self, name: str, detail: str = "") -> None:
+        raise AssertionError("the backend reports steps, not phases")
+
+    def step(self, text: str) -> None:
+        self.steps.append(text)
+
+    def transfer(self, name: str, done: int, total: int | None) -> None:
+        raise AssertionError("no transfers in a build")
+
+
+def test_first_errors_start_at_the_compiler_error() -> None:
+    log = [
+        "  CC      kernel/fork.o\n",
+        "kernel/bounds.c:2:2: error: #error kxen-test\n",
+        "    2 | #error kxen-test\n",
+        "make[1]: *** [scripts/Makefile.build:250: kernel/bounds.s] Error 1\n",
+    ]
+    assert first_errors(log)[:2] == [
+        "kernel/bounds.c:2:2: error: #error kxen-test",
+        "    2 | #error kxen-test",
+    ]
+
+
+def test_first_errors_name_a_rejected_patch() -> None:
+    log = ["patching file kernel/bounds.c\n", "Hunk #1 FAILED at 1.\n", "1 out of 1 hunk FAILED\n"]
+    assert first_errors(log) == ["Hunk #1 FAILED at 1.", "1 out of 1 hunk FAILED"]
+
+
+def test_first_errors_fall_back_to_the_log_tail() -> None:
+    log = [f"line {n}\n" for n in range(20)]
+    assert first_errors(log, limit=3) == ["line 17", "line 18", "line 19"]
+
+
+def test_terminal_escapes_are_neutralised() -> None:
+    assert neutralise("\x1b[31mred\x1b[0m\x07") == "?red??"
+
+
+def test_progress_parser_reports_rpm_phases_and_make_steps() -> None:
+    recorder = Recorder()
+    parse = _progress_parser(recorder)
+    for line in (
+        "Executing(%prep): /bin/sh -e /var/tmp/rpm-tmp.x",
+        "  CC      kernel/fork.o",
+        "  LD [M]  drivers/xen/xen-evtchn.ko",
+        "some other output",
+        "Processing files: kernel-xen-6.1.192-1.smoke.x86_64",
+        "Wrote: /tmp/t/RPMS/x86_64/kernel-xen-6.1.192-1.smoke.x86_64.rpm",
+    ):
+        parse(line)
+    assert recorder.steps == [
+        "%prep",
+        "CC kernel/fork.o",
+        "LD [M] drivers/xen/xen-evtchn.ko",
+        "packaging kernel-xen-6.1.192-1.smoke.x86_64",
+        "wrote kernel-xen-6.1.192-1.smoke.x86_64.rpm",
+    ]
