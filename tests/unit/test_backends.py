@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
+import pytest
 from kxen.backends.base import first_errors, neutralise
-from kxen.backends.local import _progress_parser
+from kxen.backends.local import BUILD_SPACE_MIB, LocalBackend, _progress_parser
+from kxen.errors import NoSpaceError
+from kxen.runner import SubprocessRunner
 
 
 class Recorder:
@@ -66,3 +72,24 @@ def test_progress_parser_reports_rpm_phases_and_make_steps() -> None:
         "packaging kernel-xen-6.1.192-1.smoke.x86_64",
         "wrote kernel-xen-6.1.192-1.smoke.x86_64.rpm",
     ]
+
+
+def test_too_little_disk_is_refused_before_any_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(
+        shutil, "disk_usage", lambda _path: usage._replace(free=(BUILD_SPACE_MIB - 1) << 20)
+    )
+    backend = LocalBackend(SubprocessRunner(), tmp_path / "results")
+    with pytest.raises(NoSpaceError, match=rf"{BUILD_SPACE_MIB - 1} MiB free.*needs"):
+        backend._check_space()
+    assert list((tmp_path / "results").iterdir()) == []
+
+
+def test_enough_disk_passes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(
+        shutil, "disk_usage", lambda _path: usage._replace(free=BUILD_SPACE_MIB << 20)
+    )
+    LocalBackend(SubprocessRunner(), tmp_path).check_host(["x86_64"])

@@ -21,6 +21,7 @@ class ExitCode(IntEnum):
     LOCKED = 7  # another kxen holds the lock of this result/build dir
     PUBLISH = 8  # results could not be written
     LINT = 9  # rpmlint reported errors
+    NO_SPACE = 10  # too little free disk for the work asked for
     INTERRUPTED = 130  # SIGINT
     TERMINATED = 143  # SIGTERM
 
@@ -66,6 +67,10 @@ class LockedError(KxenError):
 
 class PublishError(KxenError):
     exit_code = ExitCode.PUBLISH
+
+
+class NoSpaceError(KxenError):
+    exit_code = ExitCode.NO_SPACE
 
 
 class LintError(KxenError):

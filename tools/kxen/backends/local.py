@@ -12,7 +12,7 @@ import shutil
 import time
 from pathlib import Path
 
-from ..errors import MissingToolError
+from ..errors import MissingToolError, NoSpaceError
 from ..fsutil import scratch_dir
 from ..progress import Progress
 from ..runner import LineSink, Runner
@@ -41,6 +41,9 @@ HOST_HEADERS = {
     "OpenSSL development headers (libssl-dev / openssl-devel)": "/usr/include/openssl/opensslv.h",
 }
 _SBIN = ("/usr/sbin", "/sbin")
+# Measured on 6.1: the unpacked tree is 1.5 GB, a smoke build adds ~0.5 GB, a default build
+# several GB of objects, plus the packages and the SRPM.
+BUILD_SPACE_MIB = 6 * 1024
 _PHASE = re.compile(r"^Executing\(%(\w+)\)")
 _MAKE_STEP = re.compile(r"^\s{2}([A-Z][A-Z0-9_]*(?: \[M\])?)\s+(\S+)")
 
@@ -58,6 +61,17 @@ class LocalBackend:
         if missing:
             raise MissingToolError(
                 "the local backend needs these on the host: " + ", ".join(missing)
+            )
+        self._check_space()
+
+    def _check_space(self) -> None:
+        """Refuse before any work when the build tree cannot fit (arches build one at a time)."""
+        self.work_root.mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(self.work_root).free >> 20
+        if free < BUILD_SPACE_MIB:
+            raise NoSpaceError(
+                f"{self.work_root}: {free} MiB free, a local kernel build needs "
+                f"{BUILD_SPACE_MIB} MiB (unpacked tree, objects, packages)"
             )
 
     def build(self, request: BuildRequest, progress: Progress) -> ArchResult:
