@@ -107,5 +107,7 @@ def extract_file(package: Path, member: str, target: Path) -> Path:
     """One file of an RPM's payload, via rpm2cpio | cpio."""
     target.mkdir(parents=True, exist_ok=True)
     payload = subprocess.run(["rpm2cpio", str(package)], capture_output=True, check=True).stdout
-    subprocess.run(["cpio", "-idm", "--quiet", f".{member}"], input=payload, cwd=target, check=True)
+    # binary RPMs store ./boot/..., source RPMs bare file names
+    pattern = f".{member}" if member.startswith("/") else member
+    subprocess.run(["cpio", "-idm", "--quiet", pattern], input=payload, cwd=target, check=True)
     return target / member.lstrip("/")
