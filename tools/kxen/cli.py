@@ -27,7 +27,7 @@ from . import configs, manifest, pipeline
 from . import spec as spec_module
 from .backends.base import neutralise
 from .backends.local import LocalBackend
-from .errors import Interrupted, KxenError, LintError
+from .errors import ConfigError, Interrupted, KxenError, LintError
 from .fsutil import scratch_dir
 from .lint import rpmlint
 from .runner import SubprocessRunner
@@ -156,6 +156,7 @@ def command(group: click.Group) -> Callable[[F], click.Command]:
             except KxenError as error:
                 report = getattr(error, "report", None)
                 extra = {"report": dataclasses.asdict(report)} if report else None
+                extra = getattr(error, "payload", None) or extra
                 _fail(options, error, extra)
 
         with_json = click.option(
@@ -383,16 +384,39 @@ def config_group() -> None:
     """Kconfig fragments: generate the full configs the spec ships."""
 
 
+def config_targets(func: Callable[..., None]) -> Callable[..., None]:
+    """--arch/--flavour (repeatable, default: all) and --upstream for the config commands."""
+    options = (
+        click.option(
+            "--upstream",
+            "local_tarball",
+            type=click.Path(dir_okay=False, path_type=Path),
+            default=None,
+            help="Use this local kernel tarball instead of the manifest's kernel.org files.",
+        ),
+        click.option("--flavour", "flavours", multiple=True, help="Flavour (default: all)."),
+        click.option("--arch", "arches", multiple=True, help="Arch (default: all)."),
+    )
+    for option in options:
+        func = option(func)
+    return func
+
+
+def _targets(
+    project: pipeline.Project, arches: tuple[str, ...], flavours: tuple[str, ...]
+) -> list[configs.Target]:
+    project.check_arches(list(arches))
+    for flavour in flavours:
+        project.check_flavour(flavour)
+    return [
+        configs.Target(arch, flavour)
+        for flavour in (flavours or project.manifest.flavours)
+        for arch in (arches or project.manifest.arches)
+    ]
+
+
 @command(config_group)
-@click.option("--arch", "arches", multiple=True, help="Arch (repeatable; default: all).")
-@click.option("--flavour", "flavours", multiple=True, help="Flavour (repeatable; default: all).")
-@click.option(
-    "--upstream",
-    "local_tarball",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Resolve against this local kernel tarball instead of the manifest's kernel.org files.",
-)
+@config_targets
 @click.option(
     "-o",
     "--outdir",
@@ -410,21 +434,55 @@ def generate(
 ) -> None:
     """Merge the fragments and resolve them with the kernel's own kconfig."""
     with _project(options) as project:
-        project.check_arches(list(arches))
-        for flavour in flavours:
-            project.check_flavour(flavour)
-        targets = [
-            configs.Target(arch, flavour)
-            for flavour in (flavours or project.manifest.flavours)
-            for arch in (arches or project.manifest.arches)
-        ]
+        targets = _targets(project, arches, flavours)
         up = pipeline.resolve_upstream(project, local_tarball)
         paths = pipeline.generate_configs(project, up, targets, outdir.resolve())
-    _emit(
-        options,
-        {"configs": [str(p) for p in paths]},
-        _echo_lines(str(p) for p in paths),
-    )
+    _emit(options, {"configs": [str(p) for p in paths]}, _echo_lines(str(p) for p in paths))
+
+
+@command(config_group)
+@config_targets
+@click.option("--strict", is_flag=True, help="Fail on any mismatch, unknown or invalid value (CI).")
+@click.option("--show-new", is_flag=True, help="List every symbol that takes its default.")
+def check(
+    options: Options,
+    arches: tuple[str, ...],
+    flavours: tuple[str, ...],
+    local_tarball: Path | None,
+    strict: bool,
+    show_new: bool,
+) -> None:
+    """Report values that did not survive Kconfig, and why; new, unknown, redefined symbols."""
+    with _project(options) as project:
+        targets = _targets(project, arches, flavours)
+        up = pipeline.resolve_upstream(project, local_tarball)
+        report = pipeline.check_configs(project, up, targets)
+    lines = []
+    for target in report.targets:
+        found = [f for f in report.findings if f.target == target]
+        shown = [f for f in found if show_new or f.kind != "new"]
+        new = len(found) - len(shown)
+        summary = f", {new} new symbol(s) take their default (--show-new)" if new else ""
+        lines.append(f"{target.arch}/{target.flavour}: {len(shown)} finding(s){summary}")
+        lines += [f"  {finding.describe()}" for finding in shown]
+    lines += [
+        f"stale allow-list entry (line {e.line}): {e.kind} {e.symbol}" for e in report.stale_allow
+    ]
+    if not report.ok(strict):
+        failing = report.failing()
+        raise ConfigCheckFailed(
+            f"config check --strict: {len(failing)} failing finding(s), "
+            f"{len(report.stale_allow)} stale allow-list entr(ies)",
+            details=lines,
+            payload=report.as_dict(),
+        )
+    _emit(options, report.as_dict(), _echo_lines(lines))
+
+
+class ConfigCheckFailed(ConfigError):
+    def __init__(self, message: str, details: list[str], payload: dict[str, Any]) -> None:
+        super().__init__(message, details=details)
+        self.payload = payload
 
 
 def main() -> None:

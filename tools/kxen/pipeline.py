@@ -13,7 +13,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import configs, manifest, patches, results, sources, spec, srpm, upstream
+from . import (
+    configcheck,
+    configs,
+    kconfig,
+    manifest,
+    patches,
+    results,
+    sources,
+    spec,
+    srpm,
+    upstream,
+)
 from .backends.base import ArchResult, Backend, BuildRequest
 from .errors import BuildError, InputError
 from .fsutil import scratch_dir
@@ -146,6 +157,20 @@ def generate_configs(
     work = project.cache / "kconfig" / up.identity
     resolved = configs.generate(project.configs_dir, targets, tree, work, project.runner)
     return configs.write_configs(resolved, up.version.kernelversion, outdir)
+
+
+def check_configs(
+    project: Project, up: upstream.Upstream, targets: list[configs.Target]
+) -> configcheck.CheckReport:
+    """`kxen config check`: every target resolved with its arch's Kconfig model."""
+    project.progress.phase("tree", f"Linux {up.version}")
+    tree = upstream.prepared_tree(up, project.cache, project.runner)
+    models = {}
+    for arch in sorted({target.arch for target in targets}):
+        project.progress.phase("kconfig", f"reading Kconfig for {arch}")
+        models[arch] = kconfig.load(tree, arch)
+    project.progress.phase("check", ", ".join(f"{t.arch}/{t.flavour}" for t in targets))
+    return configcheck.check(project.configs_dir, targets, tree, models, project.root)
 
 
 def prepare(

@@ -1,0 +1,143 @@
+"""`kxen config check` on the real 6.1 tree: values that did not survive, and why."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .conftest import run_kxen
+
+pytestmark = pytest.mark.slow
+I686_DEFAULT = ("--arch", "i686", "--flavour", "default")
+
+
+def _check(checkout: Path, cache: Path, tarball: Path, *args: str) -> tuple[int, dict[str, Any]]:
+    run = run_kxen(
+        "config",
+        "check",
+        "--upstream",
+        tarball,
+        "--strict",
+        "--json",
+        *args,
+        repo=checkout,
+        cache=cache,
+        check=False,
+    )
+    return run.returncode, json.loads(run.stdout)
+
+
+def _only(report: dict[str, Any], kind: str) -> list[dict[str, Any]]:
+    return [f for f in report["findings"] if f["kind"] == kind]
+
+
+def test_shipped_configs_pass_strict_on_both_arches_and_flavours(
+    checkout: Path, kxen_cache: Path, linux_tarball: Path
+) -> None:
+    code, report = _check(checkout, kxen_cache, linux_tarball)
+    assert code == 0
+    assert sorted(report["targets"]) == [
+        "i686/default",
+        "i686/smoke",
+        "x86_64/default",
+        "x86_64/smoke",
+    ]
+    counts = report["counts"]
+    assert counts["mismatch"] == counts["unknown"] == counts["invalid"] == 0
+    assert counts["new"] > 1000  # default flavours are deltas over Kconfig defaults
+
+
+def test_i686_xen_pv_reports_the_unmet_dependency(
+    checkout: Path, kxen_cache: Path, linux_tarball: Path
+) -> None:
+    (checkout / "configs" / "i686" / "zz-pv.config").write_text("# 32-bit PV?\nCONFIG_XEN_PV=y\n")
+    code, report = _check(checkout, kxen_cache, linux_tarball, *I686_DEFAULT)
+    assert code == 4
+    (finding,) = _only(report, "mismatch")
+    assert finding["symbol"] == "XEN_PV"
+    assert finding["where"] == "configs/i686/zz-pv.config:2"
+    assert finding["requested"] == "y" and finding["actual"] is None
+    assert "depends on X86_64 (=n)" in finding["reason"]
+    assert "arch/x86/xen/Kconfig:" in finding["reason"]
+
+
+def test_xen_lost_without_pae_names_x86_pae(
+    checkout: Path, kxen_cache: Path, linux_tarball: Path
+) -> None:
+    fragment = checkout / "configs" / "i686" / "i686.config"
+    text = fragment.read_text().replace("CONFIG_HIGHMEM64G=y", "CONFIG_HIGHMEM4G=y")
+    fragment.write_text(text.replace("CONFIG_X86_PAE=y\n", ""))
+    code, report = _check(checkout, kxen_cache, linux_tarball, *I686_DEFAULT)
+    assert code == 4
+    xen = next(f for f in _only(report, "mismatch") if f["symbol"] == "XEN")
+    assert "X86_PAE (=n)" in xen["reason"]
+    assert xen["where"].startswith("configs/base/")
+
+
+def test_unknown_symbol_is_named_with_its_line(
+    checkout: Path, kxen_cache: Path, linux_tarball: Path
+) -> None:
+    (checkout / "configs" / "i686" / "zz-stale.config").write_text("CONFIG_KXEN_NO_SUCH=y\n")
+    code, report = _check(checkout, kxen_cache, linux_tarball, *I686_DEFAULT)
+    assert code == 4
+    (finding,) = _only(report, "unknown")
+    assert (finding["symbol"], finding["where"]) == (
+        "KXEN_NO_SUCH",
+        "configs/i686/zz-stale.config:1",
+    )
+
+
+def test_allow_list_silences_a_known_case_and_flags_stale_entries(
+    checkout: Path, kxen_cache: Path, linux_tarball: Path
+) -> None:
+    (checkout / "configs" / "i686" / "zz-pv.config").write_text("CONFIG_XEN_PV=y\n")
+    allow = checkout / "configs" / "allow.yaml"
+    allow.write_text(
+        "- kind: mismatch\n  symbol: XEN_PV\n  arch: i686\n"
+        "  reason: shared fragment also used by x86_64\n"
+    )
+    code, report = _check(checkout, kxen_cache, linux_tarball, *I686_DEFAULT)
+    assert code == 0
+    (finding,) = _only(report, "mismatch")
+    assert finding["allowed"] == "shared fragment also used by x86_64"
+    allow.write_text(
+        allow.read_text() + "- kind: mismatch\n  symbol: XEN\n  reason: no longer happens\n"
+    )
+    code, report = _check(checkout, kxen_cache, linux_tarball, *I686_DEFAULT)
+    assert code == 4
+    assert [(e["line"], e["symbol"]) for e in report["stale_allow"]] == [(5, "XEN")]
+
+
+def test_allow_entry_without_reason_is_refused(
+    checkout: Path, kxen_cache: Path, linux_tarball: Path
+) -> None:
+    (checkout / "configs" / "allow.yaml").write_text("- kind: mismatch\n  symbol: XEN_PV\n")
+    run = run_kxen(
+        "config",
+        "check",
+        "--upstream",
+        linux_tarball,
+        *I686_DEFAULT,
+        repo=checkout,
+        cache=kxen_cache,
+        check=False,
+    )
+    assert run.returncode == 2
+    assert "allow.yaml:1: an entry needs kind, symbol and reason" in run.stderr
+
+
+def test_override_across_layers_is_recorded_not_failed(
+    checkout: Path, kxen_cache: Path, linux_tarball: Path
+) -> None:
+    (checkout / "configs" / "x86" / "zz-cpus.config").write_text("CONFIG_NR_CPUS=16\n")
+    (checkout / "configs" / "default" / "zz-override.config").write_text("CONFIG_NR_CPUS=8\n")
+    code, report = _check(checkout, kxen_cache, linux_tarball, *I686_DEFAULT)
+    assert code == 0
+    (finding,) = _only(report, "redefinition")
+    assert finding["symbol"] == "NR_CPUS"
+    assert finding["where"] == "configs/default/zz-override.config:1"
+    assert finding["reason"] == "overrides 16 from configs/x86/zz-cpus.config:1"
+    assert finding["actual"] == "8"

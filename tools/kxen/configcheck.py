@@ -1,0 +1,268 @@
+"""`kxen config check`: does every fragment line survive Kconfig, and if not, why?
+
+Each arch/flavour's merged request is resolved with the Kconfig model of the
+real tree (proven equal to the kernel's own olddefconfig/allnoconfig) and
+every difference is reported with the fragment line that asked for it and the
+reason in Kconfig terms: the unmet `depends on` with current values, the
+symbol that selects it, or the choice that excludes it. An allow-list with a
+reason per entry silences known cases, and is itself checked for entries that
+no longer match anything.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from . import configs, kconfig
+from .configs import Target, Value, show
+from .errors import InputError
+
+ALLOW_FILE = "allow.yaml"
+Kind = Literal["mismatch", "unknown", "invalid", "new", "redefinition"]
+FAILING_KINDS: frozenset[str] = frozenset({"mismatch", "unknown", "invalid"})
+_KINDS = ("mismatch", "unknown", "invalid", "new", "redefinition")
+
+
+@dataclass(frozen=True)
+class Finding:
+    kind: Kind
+    target: Target
+    symbol: str
+    where: str
+    """The fragment line that set the value (file:line), or "" for a new symbol."""
+    requested: Value
+    actual: Value
+    reason: str = ""
+    allowed: str = ""
+    """The allow-list reason when an entry silences this finding."""
+
+    def describe(self) -> str:
+        head = f"{self.kind:<12} CONFIG_{self.symbol}"
+        if self.kind == "new":
+            return f"{head} = {show(self.actual)} (no layer sets it; Kconfig default)"
+        text = f"{head} {self.where}: asked {show(self.requested)}"
+        if self.kind in ("mismatch", "redefinition"):
+            text += f", got {show(self.actual)}"
+        if self.reason:
+            text += f": {self.reason}"
+        if self.allowed:
+            text += f" [allowed: {self.allowed}]"
+        return text
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "arch": self.target.arch,
+            "flavour": self.target.flavour,
+            "symbol": self.symbol,
+            "where": self.where,
+            "requested": self.requested,
+            "actual": self.actual,
+            "reason": self.reason,
+            "allowed": self.allowed or None,
+        }
+
+
+@dataclass(frozen=True)
+class AllowEntry:
+    kind: str
+    symbol: str
+    arch: str
+    flavour: str
+    reason: str
+    line: int
+
+    def matches(self, finding: Finding) -> bool:
+        return (
+            self.kind == finding.kind
+            and self.symbol == finding.symbol
+            and self.arch in ("*", finding.target.arch)
+            and self.flavour in ("*", finding.target.flavour)
+        )
+
+
+@dataclass
+class CheckReport:
+    findings: list[Finding] = field(default_factory=list)
+    stale_allow: list[AllowEntry] = field(default_factory=list)
+    targets: list[Target] = field(default_factory=list)
+
+    def failing(self) -> list[Finding]:
+        return [f for f in self.findings if f.kind in FAILING_KINDS and not f.allowed]
+
+    def ok(self, strict: bool) -> bool:
+        return not strict or not (self.failing() or self.stale_allow)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "targets": [f"{t.arch}/{t.flavour}" for t in self.targets],
+            "findings": [f.as_dict() for f in self.findings],
+            "stale_allow": [
+                {"line": e.line, "kind": e.kind, "symbol": e.symbol, "reason": e.reason}
+                for e in self.stale_allow
+            ],
+            "counts": {kind: sum(f.kind == kind for f in self.findings) for kind in _KINDS},
+        }
+
+
+def load_allow_list(configs_dir: Path) -> list[AllowEntry]:
+    """`configs/allow.yaml`: a list of {kind, symbol, arch, flavour, reason}; reason required."""
+    path = configs_dir / ALLOW_FILE
+    if not path.exists():
+        return []
+    try:
+        node = yaml.compose(path.read_text(encoding="utf-8"))
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise InputError(f"{path}: invalid YAML: {exc}") from None
+    if data is None:
+        return []
+    if not isinstance(data, list) or not isinstance(node, yaml.SequenceNode):
+        raise InputError(f"{path}: expected a list of entries")
+    entries = []
+    for item, item_node in zip(data, node.value, strict=True):
+        line = item_node.start_mark.line + 1
+        entries.append(_allow_entry(item, f"{path}:{line}", line))
+    return entries
+
+
+def _allow_entry(item: Any, where: str, line: int) -> AllowEntry:
+    keys = {"kind", "symbol", "arch", "flavour", "reason"}
+    if (
+        not isinstance(item, dict)
+        or set(item) - keys
+        or not {"kind", "symbol", "reason"} <= set(item)
+    ):
+        raise InputError(
+            f"{where}: an entry needs kind, symbol and reason (arch, flavour optional)"
+        )
+    if item["kind"] not in _KINDS:
+        raise InputError(f"{where}: kind must be one of {', '.join(_KINDS)}")
+    reason = str(item["reason"]).strip()
+    if not reason:
+        raise InputError(f"{where}: every allow-list entry needs a reason")
+    symbol = str(item["symbol"]).removeprefix("CONFIG_")
+    return AllowEntry(
+        item["kind"],
+        symbol,
+        str(item.get("arch", "*")),
+        str(item.get("flavour", "*")),
+        reason,
+        line,
+    )
+
+
+def check(
+    configs_dir: Path,
+    targets: Iterable[Target],
+    tree: Path,
+    models: Mapping[str, kconfig.KconfigModel],
+    repo_root: Path,
+) -> CheckReport:
+    """Resolve every target with its arch's Kconfig model and collect the findings."""
+    flavours = configs.load_layers(configs_dir)
+    report = CheckReport(targets=sorted(targets, key=lambda t: (t.arch, t.flavour)))
+    for target in report.targets:
+        merged = configs.merge(configs_dir, target, tree, flavours)
+        report.findings += _target_findings(merged, models[target.arch], repo_root)
+    allow = load_allow_list(configs_dir)
+    used: set[int] = set()
+    for index, finding in enumerate(report.findings):
+        entry = next((e for e in allow if e.matches(finding)), None)
+        if entry is not None:
+            used.add(entry.line)
+            report.findings[index] = _with_allowed(finding, entry.reason)
+    report.stale_allow = [e for e in allow if e.line not in used]
+    return report
+
+
+def _with_allowed(finding: Finding, reason: str) -> Finding:
+    data = finding.__dict__ | {"allowed": reason}
+    return Finding(**data)
+
+
+def _relative(where: str, repo_root: Path) -> str:
+    path, _, line = where.rpartition(":")
+    try:
+        return f"{Path(path).relative_to(repo_root)}:{line}"
+    except ValueError:
+        return where
+
+
+def _target_findings(
+    merged: configs.Merged, model: kconfig.KconfigModel, repo_root: Path
+) -> list[Finding]:
+    target = merged.target
+    findings: list[Finding] = []
+    requested: dict[str, Value] = {}
+    for symbol, setting in merged.settings.items():
+        if model.defined(symbol):
+            requested[symbol] = setting.value
+        else:
+            stale = "this tree's Kconfig does not define it (stale)"
+            findings.append(
+                Finding(
+                    "unknown",
+                    target,
+                    symbol,
+                    _relative(setting.where, repo_root),
+                    setting.value,
+                    None,
+                    stale,
+                )
+            )
+    values = model.resolve(requested, merged.resolve)
+    for symbol, wanted in requested.items():
+        actual = values.get(symbol)
+        where = _relative(merged.settings[symbol].where, repo_root)
+        # validity is judged in the resolved state: ranges depend on other symbols
+        if not model.valid_value(symbol, wanted):
+            kind = model.symbol_type(symbol)
+            findings.append(
+                Finding(
+                    "invalid",
+                    target,
+                    symbol,
+                    where,
+                    wanted,
+                    actual,
+                    f"not a valid {kind} value here",
+                )
+            )
+        elif actual != wanted:
+            why = model.why_not(symbol, wanted)
+            sites = f" ({', '.join(why.definitions)})" if why.definitions else ""
+            findings.append(
+                Finding("mismatch", target, symbol, where, wanted, actual, why.detail + sites)
+            )
+    for earlier, later in merged.overridden:
+        findings.append(
+            Finding(
+                "redefinition",
+                target,
+                later.symbol,
+                _relative(later.where, repo_root),
+                later.value,
+                values.get(later.symbol),
+                f"overrides {show(earlier.value)} from {_relative(earlier.where, repo_root)}",
+            )
+        )
+    if merged.resolve == "olddefconfig":  # under allnoconfig every unset symbol is off by design
+        findings += [
+            Finding("new", target, symbol, "", None, value)
+            for symbol, value in model.new_symbols(requested)
+        ]
+    return sorted(findings, key=lambda f: (_KINDS.index(f.kind), f.symbol.encode()))
+
+
+def symbol_name(text: str) -> str:
+    name = text.removeprefix("CONFIG_")
+    if not re.fullmatch(r"[A-Za-z0-9_]+", name):
+        raise InputError(f"{text!r} is not a Kconfig symbol name")
+    return name
