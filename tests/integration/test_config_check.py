@@ -141,3 +141,61 @@ def test_override_across_layers_is_recorded_not_failed(
     assert finding["where"] == "configs/default/zz-override.config:1"
     assert finding["reason"] == "overrides 16 from configs/x86/zz-cpus.config:1"
     assert finding["actual"] == "8"
+
+
+def test_explain_a_symbol_set_in_three_layers(
+    checkout: Path, kxen_cache: Path, linux_tarball: Path
+) -> None:
+    for layer, value in (("x86", 16), ("i686", 12), ("default", 8)):
+        (checkout / "configs" / layer / "zz-cpus.config").write_text(f"CONFIG_NR_CPUS={value}\n")
+    run = run_kxen(
+        "config",
+        "explain",
+        "NR_CPUS",
+        "--upstream",
+        linux_tarball,
+        *I686_DEFAULT,
+        "--json",
+        repo=checkout,
+        cache=kxen_cache,
+    )
+    (explained,) = json.loads(run.stdout)["explanations"]
+    assert explained["value"] == "8"
+    assert explained["layers"] == [
+        {"where": "configs/x86/zz-cpus.config:1", "value": "16"},
+        {"where": "configs/i686/zz-cpus.config:1", "value": "12"},
+        {"where": "configs/default/zz-cpus.config:1", "value": "8"},
+    ]
+    assert explained["type"] == "int"
+    assert any(d.startswith("arch/x86/Kconfig:") for d in explained["definitions"])
+    assert "CPUs" in explained["prompt"]
+    human = run_kxen(
+        "config",
+        "explain",
+        "CONFIG_NR_CPUS",
+        "--upstream",
+        linux_tarball,
+        *I686_DEFAULT,
+        repo=checkout,
+        cache=kxen_cache,
+    ).stdout
+    assert "set in configs/default/zz-cpus.config:1: 8  (wins)" in human
+    assert "set in configs/x86/zz-cpus.config:1: 16\n" in human
+
+
+def test_explain_refuses_an_unknown_symbol(
+    checkout: Path, kxen_cache: Path, linux_tarball: Path
+) -> None:
+    run = run_kxen(
+        "config",
+        "explain",
+        "KXEN_NO_SUCH",
+        "--upstream",
+        linux_tarball,
+        *I686_DEFAULT,
+        repo=checkout,
+        cache=kxen_cache,
+        check=False,
+    )
+    assert run.returncode == 2
+    assert "CONFIG_KXEN_NO_SUCH: this tree's Kconfig does not define it" in run.stderr

@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.progress import Progress as RichProgress
 from rich.progress import SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from . import configs, manifest, pipeline
+from . import configcheck, configs, manifest, pipeline
 from . import spec as spec_module
 from .backends.base import neutralise
 from .backends.local import LocalBackend
@@ -477,6 +477,29 @@ def check(
             payload=report.as_dict(),
         )
     _emit(options, report.as_dict(), _echo_lines(lines))
+
+
+@command(config_group)
+@click.argument("symbol")
+@config_targets
+def explain(
+    options: Options,
+    symbol: str,
+    arches: tuple[str, ...],
+    flavours: tuple[str, ...],
+    local_tarball: Path | None,
+) -> None:
+    """Where SYMBOL is set, its final value per arch/flavour, and its Kconfig definition."""
+    name = configcheck.symbol_name(symbol)
+    with _project(options) as project:
+        targets = _targets(project, arches, flavours)
+        up = pipeline.resolve_upstream(project, local_tarball)
+        found = pipeline.explain_symbol(project, up, name, targets)
+    _emit(
+        options,
+        {"explanations": [e.as_dict() for e in found]},
+        _echo_lines(e.describe() for e in found),
+    )
 
 
 class ConfigCheckFailed(ConfigError):

@@ -266,3 +266,63 @@ def symbol_name(text: str) -> str:
     if not re.fullmatch(r"[A-Za-z0-9_]+", name):
         raise InputError(f"{text!r} is not a Kconfig symbol name")
     return name
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """`kxen config explain`: one symbol in one arch/flavour."""
+
+    target: Target
+    layers: tuple[tuple[str, Value], ...]
+    """(fragment file:line, value) of every layer setting it; the last one wins."""
+    info: kconfig.SymbolInfo
+
+    def describe(self) -> str:
+        head, *rest = self.info.describe().splitlines()
+        lines = [f"{self.target.arch}/{self.target.flavour}: {head}"]
+        if not self.layers:
+            lines.append("  no layer sets it")
+        for index, (where, value) in enumerate(self.layers):
+            mark = "  (wins)" if index == len(self.layers) - 1 else ""
+            lines.append(f"  set in {where}: {show(value)}{mark}")
+        return "\n".join([*lines, *rest])
+
+    def as_dict(self) -> dict[str, Any]:
+        info = self.info
+        return {
+            "arch": self.target.arch,
+            "flavour": self.target.flavour,
+            "symbol": info.name,
+            "value": info.value,
+            "layers": [{"where": w, "value": v} for w, v in self.layers],
+            "type": info.type,
+            "prompt": info.prompt,
+            "definitions": list(info.definitions),
+            "depends": info.depends,
+            "selected_by": [s.describe() for s in info.selected_by],
+            "implied_by": [s.describe() for s in info.implied_by],
+            "choice": info.choice,
+            "help": info.help,
+        }
+
+
+def explain(
+    configs_dir: Path,
+    symbol: str,
+    targets: Iterable[Target],
+    tree: Path,
+    models: Mapping[str, kconfig.KconfigModel],
+    repo_root: Path,
+) -> list[Explanation]:
+    flavours = configs.load_layers(configs_dir)
+    explanations = []
+    for target in sorted(targets, key=lambda t: (t.arch, t.flavour)):
+        model = models[target.arch]
+        if not model.defined(symbol):
+            raise InputError(f"CONFIG_{symbol}: this tree's Kconfig does not define it")
+        merged = configs.merge(configs_dir, target, tree, flavours)
+        requested = {s: v.value for s, v in merged.settings.items() if model.defined(s)}
+        model.resolve(requested, merged.resolve)
+        layers = tuple((_relative(s.where, repo_root), s.value) for s in merged.provenance(symbol))
+        explanations.append(Explanation(target, layers, model.explain(symbol)))
+    return explanations

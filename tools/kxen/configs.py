@@ -90,6 +90,12 @@ class Merged:
     settings: dict[str, Setting] = field(default_factory=dict)
     overridden: list[tuple[Setting, Setting]] = field(default_factory=list)
 
+    def provenance(self, symbol: str) -> list[Setting]:
+        """Every layer line that sets `symbol`, in layer order; the last one wins."""
+        chain = [earlier for earlier, _ in self.overridden if earlier.symbol == symbol]
+        final = self.settings.get(symbol)
+        return [*chain, final] if final else chain
+
     def fragment_text(self) -> str:
         lines = [f"# kxen: merged layers for {self.target.arch}/{self.target.flavour}"]
         lines += [format_setting(s.symbol, s.value) for s in self.settings.values()]

@@ -159,18 +159,33 @@ def generate_configs(
     return configs.write_configs(resolved, up.version.kernelversion, outdir)
 
 
-def check_configs(
+def _kconfig_models(
     project: Project, up: upstream.Upstream, targets: list[configs.Target]
-) -> configcheck.CheckReport:
-    """`kxen config check`: every target resolved with its arch's Kconfig model."""
+) -> tuple[Path, dict[str, kconfig.KconfigModel]]:
     project.progress.phase("tree", f"Linux {up.version}")
     tree = upstream.prepared_tree(up, project.cache, project.runner)
     models = {}
     for arch in sorted({target.arch for target in targets}):
         project.progress.phase("kconfig", f"reading Kconfig for {arch}")
         models[arch] = kconfig.load(tree, arch)
+    return tree, models
+
+
+def check_configs(
+    project: Project, up: upstream.Upstream, targets: list[configs.Target]
+) -> configcheck.CheckReport:
+    """`kxen config check`: every target resolved with its arch's Kconfig model."""
+    tree, models = _kconfig_models(project, up, targets)
     project.progress.phase("check", ", ".join(f"{t.arch}/{t.flavour}" for t in targets))
     return configcheck.check(project.configs_dir, targets, tree, models, project.root)
+
+
+def explain_symbol(
+    project: Project, up: upstream.Upstream, symbol: str, targets: list[configs.Target]
+) -> list[configcheck.Explanation]:
+    tree, models = _kconfig_models(project, up, targets)
+    project.progress.phase("explain", f"CONFIG_{symbol}")
+    return configcheck.explain(project.configs_dir, symbol, targets, tree, models, project.root)
 
 
 def prepare(
