@@ -199,3 +199,71 @@ def test_explain_refuses_an_unknown_symbol(
     )
     assert run.returncode == 2
     assert "CONFIG_KXEN_NO_SUCH: this tree's Kconfig does not define it" in run.stderr
+
+
+def _edit(checkout: Path, cache: Path, tarball: Path, *args: str) -> Any:
+    return run_kxen("config", *args, "--upstream", tarball, repo=checkout, cache=cache, check=False)
+
+
+def test_set_and_unset_round_trip_in_place(
+    checkout: Path, kxen_cache: Path, linux_tarball: Path
+) -> None:
+    fragment = checkout / "configs" / "default-x86_64" / "x86_64.config"
+    original = fragment.read_text()
+    target = ("--arch", "x86_64", "--flavour", "default")
+    run = _edit(checkout, kxen_cache, linux_tarball, "set", "CONFIG_NR_CPUS=256", *target, "--json")
+    data = json.loads(run.stdout)
+    assert (data["before"], data["after"]) == ("CONFIG_NR_CPUS=512", "CONFIG_NR_CPUS=256")
+    assert data["effects"] == [
+        {
+            "arch": "x86_64",
+            "flavour": "default",
+            "value": "256",
+            "from": "configs/default-x86_64/x86_64.config:17",
+            "reason": "",
+        },
+    ]
+    assert fragment.read_text() == original.replace("CONFIG_NR_CPUS=512", "CONFIG_NR_CPUS=256")
+    _edit(checkout, kxen_cache, linux_tarball, "set", "NR_CPUS=512", *target)
+    assert fragment.read_text() == original
+
+
+def test_new_symbol_goes_to_a_sorted_edit_file_and_reports_what_it_could_not_get(
+    checkout: Path, kxen_cache: Path, linux_tarball: Path
+) -> None:
+    run = _edit(checkout, kxen_cache, linux_tarball, "set", "CONFIG_XEN_PV=y", "--arch", "i686")
+    assert run.returncode == 0, run.stderr
+    assert "i686/default: is not set" in run.stdout and "depends on X86_64 (=n)" in run.stdout
+    run = _edit(checkout, kxen_cache, linux_tarball, "unset", "CONFIG_EXPERT", "--arch", "i686")
+    assert run.returncode == 0, run.stderr
+    edit_file = checkout / "configs" / "i686" / "kxen-set.config"
+    settings = [line for line in edit_file.read_text().splitlines() if "CONFIG_" in line]
+    assert settings == ["# CONFIG_EXPERT is not set", "CONFIG_XEN_PV=y"]
+    assert edit_file.read_text().startswith("# Values set with `kxen config set`")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("set", "CONFIG_KXEN_NO_SUCH=y", "--all-arches"), "does not define it"),
+        (
+            ("set", "NR_CPUS=16", "--all-arches", "--flavour", "default"),
+            "16 is not a valid int value for i686/default (range",
+        ),
+        (("set", "CONFIG_XEN=m", "--arch", "x86_64"), "m is not a valid bool value"),
+        (("set", "CONFIG_XEN=y"), "--arch A (repeatable) or --all-arches"),
+        (
+            ("set", "CONFIG_XEN=y", "--arch", "i686", "--layer", "x86_64"),
+            "layer 'x86_64' is not used by i686/default",
+        ),
+    ],
+)
+def test_refused_edits_change_nothing(
+    checkout: Path, kxen_cache: Path, linux_tarball: Path, args: tuple[str, ...], message: str
+) -> None:
+    before = {p: p.read_bytes() for p in (checkout / "configs").rglob("*") if p.is_file()}
+    run = _edit(checkout, kxen_cache, linux_tarball, *args)
+    assert run.returncode == 2
+    assert message in run.stderr
+    after = {p: p.read_bytes() for p in (checkout / "configs").rglob("*") if p.is_file()}
+    assert after == before

@@ -27,7 +27,7 @@ from . import configcheck, configs, manifest, pipeline
 from . import spec as spec_module
 from .backends.base import neutralise
 from .backends.local import LocalBackend
-from .errors import ConfigError, Interrupted, KxenError, LintError
+from .errors import ConfigError, InputError, Interrupted, KxenError, LintError
 from .fsutil import scratch_dir
 from .lint import rpmlint
 from .runner import SubprocessRunner
@@ -141,7 +141,7 @@ def _fail(options: Options, error: KxenError, extra: dict[str, Any] | None = Non
     sys.exit(int(error.exit_code))
 
 
-def command(group: click.Group) -> Callable[[F], click.Command]:
+def command(group: click.Group, name: str | None = None) -> Callable[[F], click.Command]:
     """A subcommand with --json whose KxenErrors become exit codes."""
 
     def decorate(func: F) -> click.Command:
@@ -162,8 +162,8 @@ def command(group: click.Group) -> Callable[[F], click.Command]:
         with_json = click.option(
             "--json", "as_json", is_flag=True, help="Print a JSON summary on stdout."
         )(wrapper)
-        name = func.__name__.replace("_", "-")
-        return group.command(name=name)(click.pass_obj(with_json))
+        command_name = name or func.__name__.replace("_", "-")
+        return group.command(name=command_name)(click.pass_obj(with_json))
 
     return decorate
 
@@ -500,6 +500,89 @@ def explain(
         {"explanations": [e.as_dict() for e in found]},
         _echo_lines(e.describe() for e in found),
     )
+
+
+def edit_options(func: Callable[..., None]) -> Callable[..., None]:
+    """(--arch A... | --all-arches) [--flavour F]... [--layer L] [--upstream PATH]."""
+    options = (
+        click.option(
+            "--layer",
+            default=None,
+            help="Layer to write (default: the most "
+            "specific layer all selected arches/flavours share).",
+        ),
+        click.option(
+            "--upstream",
+            "local_tarball",
+            default=None,
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="Check against this local kernel tarball.",
+        ),
+        click.option("--flavour", "flavours", multiple=True, help="Flavour (default: all)."),
+        click.option("--all-arches", is_flag=True, help="Every arch of the manifest."),
+        click.option("--arch", "arches", multiple=True, help="Arch (repeatable)."),
+    )
+    for option in options:
+        func = option(func)
+    return func
+
+
+def _edit(
+    options: Options,
+    symbol: str,
+    value: configs.Value,
+    arches: tuple[str, ...],
+    all_arches: bool,
+    flavours: tuple[str, ...],
+    layer: str | None,
+    local_tarball: Path | None,
+) -> None:
+    if bool(arches) == all_arches:
+        raise InputError("name the arches: --arch A (repeatable) or --all-arches")
+    with _project(options) as project:
+        targets = _targets(project, arches, flavours)
+        up = pipeline.resolve_upstream(project, local_tarball)
+        edit, found = pipeline.set_symbol(project, up, symbol, value, targets, layer)
+    where = f"{edit.path.relative_to(options.repo)}:{edit.line}"
+    change = f"{edit.before} -> {edit.after}" if edit.before else f"added {edit.after}"
+    data = {
+        "file": str(edit.path),
+        "line": edit.line,
+        "before": edit.before,
+        "after": edit.after,
+        "effects": [
+            {
+                "arch": e.target.arch,
+                "flavour": e.target.flavour,
+                "value": e.actual,
+                "from": e.winner,
+                "reason": e.reason,
+            }
+            for e in found
+        ],
+    }
+    _emit(options, data, _echo_lines([f"{where}: {change}", *(e.describe() for e in found)]))
+
+
+@command(config_group, name="set")
+@click.argument("assignment", metavar="CONFIG_X=VALUE")
+@edit_options
+def set_(options: Options, assignment: str, **selection: Any) -> None:
+    """Set a symbol in the right fragment file and show what it did to the final configs."""
+    name, sep, raw = assignment.partition("=")
+    if not sep:
+        raise InputError(f"{assignment!r}: expected CONFIG_X=VALUE")
+    symbol = configcheck.symbol_name(name)
+    (setting,) = configs.parse_fragment(Path("<command line>"), f"CONFIG_{symbol}={raw}")
+    _edit(options, symbol, setting.value, **selection)
+
+
+@command(config_group)
+@click.argument("symbol", metavar="CONFIG_X")
+@edit_options
+def unset(options: Options, symbol: str, **selection: Any) -> None:
+    """Mark a symbol `is not set` in the right fragment file and show the effect."""
+    _edit(options, configcheck.symbol_name(symbol), None, **selection)
 
 
 class ConfigCheckFailed(ConfigError):

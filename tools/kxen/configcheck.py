@@ -326,3 +326,49 @@ def explain(
         layers = tuple((_relative(s.where, repo_root), s.value) for s in merged.provenance(symbol))
         explanations.append(Explanation(target, layers, model.explain(symbol)))
     return explanations
+
+
+@dataclass(frozen=True)
+class Effect:
+    """What a `config set/unset` did to one arch/flavour's final config."""
+
+    target: Target
+    wanted: Value
+    actual: Value
+    winner: str
+    reason: str
+
+    def describe(self) -> str:
+        where = f" (from {self.winner})" if self.winner else ""
+        text = f"{self.target.arch}/{self.target.flavour}: {show(self.actual)}{where}"
+        return (
+            text
+            if self.actual == self.wanted
+            else f"{text}; not {show(self.wanted)}: {self.reason}"
+        )
+
+
+def effects(
+    configs_dir: Path,
+    symbol: str,
+    wanted: Value,
+    targets: Iterable[Target],
+    tree: Path,
+    models: Mapping[str, kconfig.KconfigModel],
+    repo_root: Path,
+) -> list[Effect]:
+    found = []
+    for explanation in explain(configs_dir, symbol, targets, tree, models, repo_root):
+        actual = explanation.info.value
+        winner = explanation.layers[-1][0] if explanation.layers else ""
+        reason = ""
+        if actual != wanted:
+            model = models[explanation.target.arch]
+            last = explanation.layers[-1][1] if explanation.layers else None
+            reason = (
+                f"a later layer sets {show(last)}"
+                if last != wanted
+                else model.why_not(symbol, wanted).detail
+            )
+        found.append(Effect(explanation.target, wanted, actual, winner, reason))
+    return found

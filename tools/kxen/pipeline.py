@@ -15,6 +15,7 @@ from typing import Any
 
 from . import (
     configcheck,
+    configedit,
     configs,
     kconfig,
     manifest,
@@ -186,6 +187,43 @@ def explain_symbol(
     tree, models = _kconfig_models(project, up, targets)
     project.progress.phase("explain", f"CONFIG_{symbol}")
     return configcheck.explain(project.configs_dir, symbol, targets, tree, models, project.root)
+
+
+def set_symbol(
+    project: Project,
+    up: upstream.Upstream,
+    symbol: str,
+    value: configs.Value,
+    targets: list[configs.Target],
+    layer: str | None,
+) -> tuple[configedit.Edit, list[configcheck.Effect]]:
+    """`kxen config set/unset`: validate against Kconfig, write one line, show the effect."""
+    flavours = configs.load_layers(project.configs_dir)
+    everyone = [
+        configs.Target(arch, flavour)
+        for flavour in project.manifest.flavours
+        for arch in project.manifest.arches
+    ]
+    chosen = configedit.choose_layer(targets, everyone, flavours, layer)
+    touched = configedit.users_of(chosen, everyone, flavours)
+    tree, models = _kconfig_models(project, up, touched)
+    for explained in configcheck.explain(
+        project.configs_dir, symbol, targets, tree, models, project.root
+    ):
+        model = models[explained.target.arch]
+        if not model.valid_value(symbol, value):
+            ranges = "; ".join(explained.info.ranges)
+            raise InputError(
+                f"CONFIG_{symbol}: {configs.show(value)} is not a valid "
+                f"{model.symbol_type(symbol)} value for {explained.target.arch}/"
+                f"{explained.target.flavour}" + (f" (range {ranges})" if ranges else "")
+            )
+    project.progress.phase("edit", f"{chosen}: CONFIG_{symbol}")
+    edit = configedit.write_setting(project.configs_dir, chosen, symbol, value)
+    found = configcheck.effects(
+        project.configs_dir, symbol, value, touched, tree, models, project.root
+    )
+    return edit, found
 
 
 def prepare(
