@@ -267,3 +267,46 @@ def test_refused_edits_change_nothing(
     assert message in run.stderr
     after = {p: p.read_bytes() for p in (checkout / "configs").rglob("*") if p.is_file()}
     assert after == before
+
+
+@pytest.mark.parametrize(
+    ("line", "code", "text"),
+    [
+        ("CONFIG_KXEN_NO_SUCH=y", 2, "unknown      CONFIG_KXEN_NO_SUCH configs/i686/zz.config:1"),
+        (
+            "CONFIG_XEN_PV=y",
+            4,
+            "CONFIG_XEN_PV configs/i686/zz.config:1: asked y, got is not set: "
+            "depends on X86_64 (=n)",
+        ),
+    ],
+)
+def test_generate_refuses_with_the_reason_and_writes_nothing(
+    checkout: Path,
+    kxen_cache: Path,
+    linux_tarball: Path,
+    tmp_path: Path,
+    line: str,
+    code: int,
+    text: str,
+) -> None:
+    (checkout / "configs" / "i686" / "zz.config").write_text(line + "\n")
+    out = tmp_path / "out"
+    run = run_kxen(
+        "config",
+        "generate",
+        "--upstream",
+        linux_tarball,
+        "--arch",
+        "i686",
+        "--flavour",
+        "smoke",
+        "-o",
+        out,
+        repo=checkout,
+        cache=kxen_cache,
+        check=False,
+    )
+    assert run.returncode == code
+    assert text in run.stderr
+    assert not out.exists()

@@ -27,7 +27,7 @@ from . import (
     upstream,
 )
 from .backends.base import ArchResult, Backend, BuildRequest
-from .errors import BuildError, InputError
+from .errors import BuildError, ConfigError, InputError, KxenError
 from .fsutil import scratch_dir
 from .progress import Progress
 from .runner import Runner
@@ -156,8 +156,28 @@ def generate_configs(
     tree = upstream.prepared_tree(up, project.cache, project.runner)
     project.progress.phase("configs", ", ".join(f"{t.arch}/{t.flavour}" for t in targets))
     work = project.cache / "kconfig" / up.identity
-    resolved = configs.generate(project.configs_dir, targets, tree, work, project.runner)
+    try:
+        resolved = configs.generate(project.configs_dir, targets, tree, work, project.runner)
+    except ConfigError as lost:
+        raise _explain_lost_values(project, up, targets, lost) from None
     return configs.write_configs(resolved, up.version.kernelversion, outdir)
+
+
+def _explain_lost_values(
+    project: Project, up: upstream.Upstream, targets: list[configs.Target], lost: ConfigError
+) -> KxenError:
+    """kconfig dropped requested values: say why, in Kconfig terms (only paid on failure).
+
+    Unknown symbols and values invalid for their type are input errors (exit 2); values
+    Kconfig could not give are config errors (exit 4) with the unmet dependency."""
+    report = check_configs(project, up, targets)
+    failing = [f for f in report.findings if f.kind in configcheck.FAILING_KINDS]
+    if not failing:
+        return lost
+    details = [f"{f.target.arch}/{f.target.flavour}: {f.describe()}" for f in failing]
+    if any(f.kind in ("unknown", "invalid") for f in failing):
+        return InputError(f"{len(failing)} fragment value(s) cannot be used", details=details)
+    return ConfigError(f"{len(failing)} requested config value(s) did not survive", details=details)
 
 
 def _kconfig_models(
