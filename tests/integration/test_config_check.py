@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -310,3 +311,44 @@ def test_generate_refuses_with_the_reason_and_writes_nothing(
     assert run.returncode == code
     assert text in run.stderr
     assert not out.exists()
+
+
+def _git(repo: Path, *args: str) -> None:
+    subprocess.run(
+        ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.org", *args],
+        check=True,
+        capture_output=True,
+    )
+
+
+def test_diff_between_two_revisions_and_the_working_tree(
+    checkout: Path, kxen_cache: Path, linux_tarball: Path
+) -> None:
+    _git(checkout, "init", "-q")
+    _git(checkout, "add", ".")
+    _git(checkout, "commit", "-q", "-m", "first")
+    fragment = checkout / "configs" / "default-x86_64" / "x86_64.config"
+    fragment.write_text(fragment.read_text().replace("CONFIG_NR_CPUS=512", "CONFIG_NR_CPUS=256"))
+    _git(checkout, "commit", "-q", "-am", "fewer CPUs")
+    target = ("--arch", "x86_64", "--flavour", "default", "--upstream", str(linux_tarball))
+    run = run_kxen(
+        "config", "diff", "HEAD~1", "HEAD", *target, "--json", repo=checkout, cache=kxen_cache
+    )
+    changes = json.loads(run.stdout)["changes"]
+    assert {
+        "arch": "x86_64",
+        "flavour": "default",
+        "symbol": "NR_CPUS",
+        "before": "512",
+        "after": "256",
+    } in changes
+    assert all(c["arch"] == "x86_64" for c in changes)
+    extra = checkout / "configs" / "default-x86_64" / "zz.config"
+    extra.write_text("# CONFIG_XEN_BALLOON is not set\n")
+    human = run_kxen("config", "diff", *target, repo=checkout, cache=kxen_cache).stdout
+    assert "HEAD -> WORKTREE" in human
+    assert "x86_64/default:\n" in human and "CONFIG_XEN_BALLOON: y -> is not set" in human
+    bad = run_kxen(
+        "config", "diff", "no-such-rev", *target, repo=checkout, cache=kxen_cache, check=False
+    )
+    assert bad.returncode == 2 and "no-such-rev" in bad.stderr

@@ -585,6 +585,47 @@ def unset(options: Options, symbol: str, **selection: Any) -> None:
     _edit(options, configcheck.symbol_name(symbol), None, **selection)
 
 
+@command(config_group)
+@click.argument("revisions", nargs=-1, metavar="[A] [B]")
+@config_targets
+def diff(
+    options: Options,
+    revisions: tuple[str, ...],
+    arches: tuple[str, ...],
+    flavours: tuple[str, ...],
+    local_tarball: Path | None,
+) -> None:
+    """Final-config differences between git revisions A and B of configs/ (default: HEAD
+    and the working tree), grouped by arch/flavour."""
+    if len(revisions) > 2:
+        raise InputError("config diff takes at most two revisions")
+    defaults = ("HEAD", pipeline.WORKING_TREE)
+    pair = (*revisions, *defaults[len(revisions) :])
+    with _project(options) as project:
+        targets = _targets(project, arches, flavours)
+        up = pipeline.resolve_upstream(project, local_tarball)
+        changes = pipeline.diff_configs(project, up, (pair[0], pair[1]), targets)
+    lines = [f"{pair[0]} -> {pair[1]}: {len(changes)} change(s)"]
+    for target in sorted({c.target for c in changes}, key=lambda t: (t.arch, t.flavour)):
+        lines.append(f"{target.arch}/{target.flavour}:")
+        lines += [f"  {c.describe()}" for c in changes if c.target == target]
+    data = {
+        "from": pair[0],
+        "to": pair[1],
+        "changes": [
+            {
+                "arch": c.target.arch,
+                "flavour": c.target.flavour,
+                "symbol": c.symbol,
+                "before": c.before,
+                "after": c.after,
+            }
+            for c in changes
+        ],
+    }
+    _emit(options, data, _echo_lines(lines))
+
+
 class ConfigCheckFailed(ConfigError):
     def __init__(self, message: str, details: list[str], payload: dict[str, Any]) -> None:
         super().__init__(message, details=details)

@@ -372,3 +372,43 @@ def effects(
             )
         found.append(Effect(explanation.target, wanted, actual, winner, reason))
     return found
+
+
+@dataclass(frozen=True)
+class ValueChange:
+    target: Target
+    symbol: str
+    before: Value
+    after: Value
+
+    def describe(self) -> str:
+        return f"CONFIG_{self.symbol}: {show(self.before)} -> {show(self.after)}"
+
+
+def final_values(
+    configs_dir: Path,
+    targets: Iterable[Target],
+    tree: Path,
+    models: Mapping[str, kconfig.KconfigModel],
+) -> dict[Target, dict[str, Value]]:
+    """The resolved config of every target (unknown symbols are left out, as kconfig does)."""
+    flavours = configs.load_layers(configs_dir)
+    finals = {}
+    for target in targets:
+        model = models[target.arch]
+        merged = configs.merge(configs_dir, target, tree, flavours)
+        requested = {s: v.value for s, v in merged.settings.items() if model.defined(s)}
+        finals[target] = model.resolve(requested, merged.resolve)
+    return finals
+
+
+def diff_values(
+    before: Mapping[Target, Mapping[str, Value]], after: Mapping[Target, Mapping[str, Value]]
+) -> list[ValueChange]:
+    changes = []
+    for target in sorted(before.keys() & after.keys(), key=lambda t: (t.arch, t.flavour)):
+        old, new = before[target], after[target]
+        for symbol in sorted(old.keys() | new.keys(), key=str.encode):
+            if old.get(symbol) != new.get(symbol):
+                changes.append(ValueChange(target, symbol, old.get(symbol), new.get(symbol)))
+    return changes

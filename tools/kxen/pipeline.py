@@ -246,6 +246,42 @@ def set_symbol(
     return edit, found
 
 
+WORKING_TREE = "WORKTREE"
+
+
+def diff_configs(
+    project: Project,
+    up: upstream.Upstream,
+    revisions: tuple[str, str],
+    targets: list[configs.Target],
+) -> list[configcheck.ValueChange]:
+    """`kxen config diff A B`: final-config differences between two revisions of configs/."""
+    tree, models = _kconfig_models(project, up, targets)
+    finals = []
+    with scratch_dir(project.cache, ".diff-") as scratch:
+        for index, revision in enumerate(revisions):
+            project.progress.phase("diff", f"resolving {revision}")
+            configs_dir = _configs_at(project, revision, scratch / str(index))
+            finals.append(configcheck.final_values(configs_dir, targets, tree, models))
+    return configcheck.diff_values(finals[0], finals[1])
+
+
+def _configs_at(project: Project, revision: str, into: Path) -> Path:
+    """configs/ as of a git revision of the checkout (or the working tree)."""
+    if revision == WORKING_TREE:
+        return project.configs_dir
+    into.mkdir(parents=True)
+    tarball = into / "configs.tar"
+    archive = project.runner.run(
+        ["git", "-C", project.root, "archive", "--format=tar", "-o", tarball, revision, "configs"],
+        check=False,
+    )
+    if not archive.ok:
+        raise InputError(f"git revision {revision!r}: {archive.output.strip().splitlines()[-1]}")
+    project.runner.run(["tar", "-xf", tarball, "-C", into])
+    return into / "configs"
+
+
 def prepare(
     project: Project,
     flavour: str,
