@@ -194,6 +194,16 @@ def main_group(ctx: click.Context, repo: Path | None, cache_dir: Path | None) ->
     ctx.obj = Options(repo=repo.resolve(), cache=(cache_dir or pipeline.default_cache_dir()))
 
 
+UPSTREAM_OPTION = click.option(
+    "--upstream",
+    "local_tarball",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Use this local kernel tarball (e.g. Debian's linux-source-6.1) instead of the "
+    "manifest's kernel.org files.",
+)
+
+
 @dataclasses.dataclass(frozen=True)
 class Selection:
     """What to build: the options shared by every command that renders a spec."""
@@ -218,13 +228,7 @@ def selection_options(func: Callable[..., None]) -> Callable[..., None]:
             default=None,
             help="Mark the release (e.g. .local); overrides the manifest.",
         ),
-        click.option(
-            "--upstream",
-            "local_tarball",
-            type=click.Path(dir_okay=False, path_type=Path),
-            default=None,
-            help="Build from this local kernel tarball instead of the manifest's kernel.org files.",
-        ),
+        UPSTREAM_OPTION,
         click.option(
             "--flavour", default="default", show_default=True, help="Config flavour to build."
         ),
@@ -387,13 +391,7 @@ def config_group() -> None:
 def config_targets(func: Callable[..., None]) -> Callable[..., None]:
     """--arch/--flavour (repeatable, default: all) and --upstream for the config commands."""
     options = (
-        click.option(
-            "--upstream",
-            "local_tarball",
-            type=click.Path(dir_okay=False, path_type=Path),
-            default=None,
-            help="Use this local kernel tarball instead of the manifest's kernel.org files.",
-        ),
+        UPSTREAM_OPTION,
         click.option("--flavour", "flavours", multiple=True, help="Flavour (default: all)."),
         click.option("--arch", "arches", multiple=True, help="Arch (default: all)."),
     )
@@ -511,13 +509,7 @@ def edit_options(func: Callable[..., None]) -> Callable[..., None]:
             help="Layer to write (default: the most "
             "specific layer all selected arches/flavours share).",
         ),
-        click.option(
-            "--upstream",
-            "local_tarball",
-            default=None,
-            type=click.Path(dir_okay=False, path_type=Path),
-            help="Check against this local kernel tarball.",
-        ),
+        UPSTREAM_OPTION,
         click.option("--flavour", "flavours", multiple=True, help="Flavour (default: all)."),
         click.option("--all-arches", is_flag=True, help="Every arch of the manifest."),
         click.option("--arch", "arches", multiple=True, help="Arch (repeatable)."),
