@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import tarfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO
@@ -119,8 +120,8 @@ def _version_from(makefile: str, where: Path) -> UpstreamVersion:
         raise InputError(f"{where}: {exc}") from None
 
 
-def _identity(parts: object) -> str:
-    joined = "\n".join(str(p) for p in parts)  # type: ignore[attr-defined]
+def _identity(parts: Iterable[str]) -> str:
+    joined = "\n".join(parts)
     return hashlib.sha256(joined.encode()).hexdigest()[:24]
 
 
