@@ -306,6 +306,13 @@ class Explanation:
         }
 
 
+def _resolve_known(merged: configs.Merged, model: kconfig.KconfigModel) -> dict[str, Value]:
+    """Resolve the merged request, leaving out symbols this tree does not define (as kconfig
+    does); the model keeps that state for explain()/why_not()."""
+    requested = {s: v.value for s, v in merged.settings.items() if model.defined(s)}
+    return model.resolve(requested, merged.resolve)
+
+
 def explain(
     configs_dir: Path,
     symbol: str,
@@ -321,8 +328,7 @@ def explain(
         if not model.defined(symbol):
             raise InputError(f"CONFIG_{symbol}: this tree's Kconfig does not define it")
         merged = configs.merge(configs_dir, target, tree, flavours)
-        requested = {s: v.value for s, v in merged.settings.items() if model.defined(s)}
-        model.resolve(requested, merged.resolve)
+        _resolve_known(merged, model)
         layers = tuple((_relative(s.where, repo_root), s.value) for s in merged.provenance(symbol))
         explanations.append(Explanation(target, layers, model.explain(symbol)))
     return explanations
@@ -397,8 +403,7 @@ def final_values(
     for target in targets:
         model = models[target.arch]
         merged = configs.merge(configs_dir, target, tree, flavours)
-        requested = {s: v.value for s, v in merged.settings.items() if model.defined(s)}
-        finals[target] = model.resolve(requested, merged.resolve)
+        finals[target] = _resolve_known(merged, model)
     return finals
 
 
