@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 from kxen.backends.base import first_errors, neutralise
-from kxen.backends.local import BUILD_SPACE_MIB, LocalBackend, _progress_parser
+from kxen.backends.local import (
+    BUILD_SPACE_MIB,
+    RAM_AREA,
+    RAM_RESERVE_MIB,
+    LocalBackend,
+    _progress_parser,
+    build_area,
+)
 from kxen.errors import NoSpaceError
 from kxen.runner import SubprocessRunner
 
@@ -93,3 +100,24 @@ def test_enough_disk_passes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
         shutil, "disk_usage", lambda _path: usage._replace(free=BUILD_SPACE_MIB << 20)
     )
     LocalBackend(SubprocessRunner(), tmp_path).check_host(["x86_64"])
+
+
+def meminfo(tmp_path: Path, available_mib: int) -> Path:
+    path = tmp_path / "meminfo"
+    path.write_text(f"MemTotal: 99999999 kB\nMemAvailable: {available_mib << 10} kB\n")
+    return path
+
+
+def test_build_area_is_ram_only_when_the_build_fits_with_room_to_spare(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plenty = BUILD_SPACE_MIB + RAM_RESERVE_MIB + 1
+    usage = shutil.disk_usage(tmp_path)._replace(free=plenty << 20)
+    monkeypatch.setattr(shutil, "disk_usage", lambda _path: usage)
+    assert build_area(tmp_path, meminfo(tmp_path, plenty)) == RAM_AREA
+    # The compilers need memory too: the RAM area must leave the reserve available.
+    assert build_area(tmp_path, meminfo(tmp_path, plenty - 2)) == tmp_path
+    small = usage._replace(free=(BUILD_SPACE_MIB - 1) << 20)
+    monkeypatch.setattr(shutil, "disk_usage", lambda _path: small)
+    assert build_area(tmp_path, meminfo(tmp_path, plenty * 4)) == tmp_path
+    assert build_area(tmp_path, tmp_path / "no-meminfo") == tmp_path

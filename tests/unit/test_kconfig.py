@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -471,3 +472,33 @@ def test_new_symbols(x86_64):
     # LC_ALL=C order, and the state of the last resolve() is kept
     assert [name for name, _ in new] == sorted(name for name, _ in new)
     assert x86_64.value("XEN") is None and x86_64.value("PARAVIRT") == "y"
+
+
+def test_probe_outputs_are_reused_while_the_toolchain_is_unchanged(tmp_path, tree):
+    cache = tmp_path / "probes"
+    first = kconfig.load(tree, "x86_64", cache)
+    (saved,) = cache.glob("probes-*.json")
+    recorded = json.loads(saved.read_text())
+    assert recorded["pwd"][0].strip() == first.resolve({}, "olddefconfig")["SHELL_DIR"].strip('"')
+    # A reused output is what the next load sees, without running the probe again.
+    recorded["pwd"] = ["/from/the/cache", ""]
+    saved.write_text(json.dumps(recorded))
+    second = kconfig.load(tree, "x86_64", cache)
+    assert second.resolve({}, "olddefconfig")["SHELL_DIR"] == '"/from/the/cache"'
+    # Another toolchain (here: another compiler variable) gets its own probe file.
+    os.environ["KCFLAGS"] = "-O1"
+    try:
+        kconfig.load(tree, "x86_64", cache)
+    finally:
+        del os.environ["KCFLAGS"]
+    assert len(list(cache.glob("probes-*.json"))) == 2
+
+
+def test_unreadable_probe_cache_is_ignored(tmp_path, tree):
+    cache = tmp_path / "probes"
+    kconfig.load(tree, "x86_64", cache)
+    (saved,) = cache.glob("probes-*.json")
+    saved.write_text("{not json")
+    model = kconfig.load(tree, "x86_64", cache)
+    assert model.resolve({}, "olddefconfig")["SHELL_DIR"].strip('"')
+    assert json.loads(saved.read_text())["pwd"][0]

@@ -119,7 +119,8 @@ def test_rendered_spec_parses_with_rpmspec(tmp_path, load, templates, rpmspec, a
     assert f"kernel-xen-uname-r = 6.1.192-1.{arch}" in provides
     assert f"Provides: kernel-xen-devel-uname-r = 6.1.192-1.{arch}" in parsed
     # %prep applies the upstream patch and copies the config of this arch, a declared Source
-    assert "xz -dc /nonexistent/patch-6.1.192.xz | patch -p1" in parsed
+    assert "xz -T0 -dc /nonexistent/linux-6.1.tar.xz | tar -xf - --strip-components=1" in parsed
+    assert "xz -T0 -dc /nonexistent/patch-6.1.192.xz | patch -p1" in parsed
     assert f"cp /nonexistent/kernel-6.1.192-{arch}-xen.config .config" in parsed
     assert "kernel_arch" not in parsed.split("%prep", 1)[1].split("%build", 1)[0]
 
@@ -175,7 +176,7 @@ def test_local_tarball_origin(tmp_path, load, templates, rpmspec):
     parsed = rpmspec("-P", "--target", "x86_64", path).stdout
     assert _tag(parsed, "Source0") == "linux-source-6.1.tar.xz"
     assert "Source1" not in dict(_tags(parsed))
-    assert "%setup -q -n linux-source-6.1" in path.read_text()
+    assert "%setup -q -T -n linux-source-6.1 -c" in path.read_text()
 
 
 def test_downstream_patches(tmp_path, load, templates, rpmspec):

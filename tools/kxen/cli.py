@@ -26,7 +26,7 @@ from rich.progress import SpinnerColumn, TextColumn, TimeElapsedColumn
 from . import configcheck, configs, manifest, pipeline
 from . import spec as spec_module
 from .backends.base import neutralise
-from .backends.local import LocalBackend
+from .backends.local import LocalBackend, build_area
 from .errors import ConfigError, InputError, Interrupted, KxenError, LintError
 from .fsutil import scratch_dir
 from .lint import rpmlint
@@ -344,14 +344,25 @@ def srpm(options: Options, selection: Selection, outdir: Path | None) -> None:
     default=None,
     help="Results root (default: results/ in the checkout).",
 )
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where rpmbuild unpacks and builds (default: /dev/shm when the build fits in RAM, "
+    "else the results root).",
+)
 def local(
-    options: Options, arches: tuple[str, ...], selection: Selection, results_root: Path | None
+    options: Options,
+    arches: tuple[str, ...],
+    selection: Selection,
+    results_root: Path | None,
+    workdir: Path | None,
 ) -> None:
     """Build binary RPMs on this machine with rpmbuild into results/<nvr>/<arch>/."""
     root = (results_root or options.repo / "results").resolve()
     with _project(options) as project:
         wanted = list(arches) or list(project.manifest.arches)
-        backend = LocalBackend(project.runner, root)
+        backend = LocalBackend(project.runner, workdir.resolve() if workdir else build_area(root))
         report = pipeline.build(
             project,
             backend,
@@ -580,15 +591,27 @@ def unset(options: Options, symbol: str, **selection: Any) -> None:
 @command(config_group)
 @click.argument("revisions", nargs=-1, metavar="[A] [B]")
 @config_targets
+@click.option(
+    "--to-upstream",
+    "new_tarball",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Rebase preview: resolve configs/ (at revision A, default the working tree) on "
+    "this kernel tarball too and show what changes and which fragment lines stop working.",
+)
 def diff(
     options: Options,
     revisions: tuple[str, ...],
     arches: tuple[str, ...],
     flavours: tuple[str, ...],
     local_tarball: Path | None,
+    new_tarball: Path | None,
 ) -> None:
     """Final-config differences between git revisions A and B of configs/ (default: HEAD
-    and the working tree), grouped by arch/flavour."""
+    and the working tree), or between two upstream trees (--to-upstream), by arch/flavour."""
+    if new_tarball is not None:
+        _rebase_preview(options, revisions, arches, flavours, local_tarball, new_tarball)
+        return
     if len(revisions) > 2:
         raise InputError("config diff takes at most two revisions")
     defaults = ("HEAD", pipeline.WORKING_TREE)
@@ -597,25 +620,63 @@ def diff(
         targets = _targets(project, arches, flavours)
         up = pipeline.resolve_upstream(project, local_tarball)
         changes = pipeline.diff_configs(project, up, (pair[0], pair[1]), targets)
-    lines = [f"{pair[0]} -> {pair[1]}: {len(changes)} change(s)"]
-    for target in sorted({c.target for c in changes}, key=lambda t: (t.arch, t.flavour)):
-        lines.append(f"{target.arch}/{target.flavour}:")
-        lines += [f"  {c.describe()}" for c in changes if c.target == target]
-    data = {
-        "from": pair[0],
-        "to": pair[1],
-        "changes": [
-            {
-                "arch": c.target.arch,
-                "flavour": c.target.flavour,
-                "symbol": c.symbol,
-                "before": c.before,
-                "after": c.after,
-            }
-            for c in changes
-        ],
-    }
+    lines = [f"{pair[0]} -> {pair[1]}: {len(changes)} change(s)", *_by_target(changes, [])]
+    data = {"from": pair[0], "to": pair[1], "changes": [_change_dict(c) for c in changes]}
     _emit(options, data, _echo_lines(lines))
+
+
+def _rebase_preview(
+    options: Options,
+    revisions: tuple[str, ...],
+    arches: tuple[str, ...],
+    flavours: tuple[str, ...],
+    local_tarball: Path | None,
+    new_tarball: Path,
+) -> None:
+    if len(revisions) > 1:
+        raise InputError("config diff --to-upstream takes at most one revision")
+    revision = revisions[0] if revisions else pipeline.WORKING_TREE
+    with _project(options) as project:
+        targets = _targets(project, arches, flavours)
+        old = pipeline.resolve_upstream(project, local_tarball)
+        new = pipeline.resolve_upstream(project, new_tarball)
+        preview = pipeline.rebase_preview(project, old, new, revision, targets)
+    head = (
+        f"Linux {old.version} -> Linux {new.version} ({revision}): "
+        f"{len(preview.changes)} change(s), "
+        f"{len(preview.regressions)} fragment line(s) stop working"
+    )
+    data = {
+        "from": old.describe(),
+        "to": new.describe(),
+        "revision": revision,
+        "changes": [_change_dict(c) for c in preview.changes],
+        "regressions": [f.as_dict() for f in preview.regressions],
+    }
+    _emit(options, data, _echo_lines([head, *_by_target(preview.changes, preview.regressions)]))
+
+
+def _by_target(
+    changes: list[configcheck.ValueChange], findings: list[configcheck.Finding]
+) -> list[str]:
+    """Changes then findings, grouped under `arch/flavour:` headings in a stable order."""
+    targets = {c.target for c in changes} | {f.target for f in findings}
+    lines = []
+    for target in sorted(targets, key=lambda t: (t.arch, t.flavour)):
+        lines.append(f"{target.arch}/{target.flavour}:")
+        lines += [f"  {f.describe()}" for f in findings if f.target == target]
+        lines += [f"  {c.describe()}" for c in changes if c.target == target]
+    return lines
+
+
+def _change_dict(change: configcheck.ValueChange) -> dict[str, Any]:
+    return {
+        "arch": change.target.arch,
+        "flavour": change.target.flavour,
+        "symbol": change.symbol,
+        "before": change.before,
+        "after": change.after,
+    }
 
 
 class ConfigCheckFailed(ConfigError):

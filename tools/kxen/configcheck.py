@@ -417,3 +417,22 @@ def diff_values(
             if old.get(symbol) != new.get(symbol):
                 changes.append(ValueChange(target, symbol, old.get(symbol), new.get(symbol)))
     return changes
+
+
+@dataclass(frozen=True)
+class RebasePreview:
+    """The same configs/ on two upstream trees: what moving to the new one does."""
+
+    changes: list[ValueChange]
+    """Final values that differ between the old and the new tree."""
+    regressions: list[Finding]
+    """Fragment lines that are fine on the old tree but unknown, invalid or ineffective
+    (a mismatch) on the new one."""
+
+
+def regressions(old: CheckReport, new: CheckReport) -> list[Finding]:
+    def key(finding: Finding) -> tuple[str, Target, str]:
+        return finding.kind, finding.target, finding.symbol
+
+    before = {key(f) for f in old.findings if f.kind in FAILING_KINDS}
+    return [f for f in new.findings if f.kind in FAILING_KINDS and key(f) not in before]

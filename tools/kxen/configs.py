@@ -12,6 +12,7 @@ the kconfig tools are compiled once.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -247,30 +248,28 @@ class Resolved:
     merged: Merged
 
 
-def resolve(merged: Merged, tree: Path, work_root: Path, runner: Runner) -> Resolved:
-    """Run kconfig on the merged fragments in a per-arch O= dir (kconfig built once)."""
+def resolve(
+    merged: Merged, tree: Path, work_root: Path, runner: Runner, toolchain_key: str = ""
+) -> Resolved:
+    """Run kconfig on the merged fragments in a per-arch O= dir (kconfig built once).
+
+    With a `toolchain_key` (see `toolchain.fingerprint`) the result is cached by
+    everything kconfig reads: the tree (`work_root` is per tree), arch, mode,
+    fragments and toolchain; an unchanged checkout then resolves in milliseconds."""
     arch = KERNEL_ARCH[merged.target.arch]
-    objdir = work_root / f"kconfig-{arch}"
-    with exclusive_lock(work_root / f"kconfig-{arch}.lock", f"kconfig directory {objdir}"):
-        objdir.mkdir(parents=True, exist_ok=True)
-        config = objdir / ".config"
-        config.unlink(missing_ok=True)
-        with scratch_dir(work_root, ".merge-") as scratch:
-            fragment = scratch / "merged.config"
-            fragment.write_text(merged.fragment_text())
-            make: list[str | Path] = ["make", "-s", "-C", tree, f"O={objdir}", f"ARCH={arch}"]
-            if merged.resolve == "allnoconfig":
-                command = [*make, f"KCONFIG_ALLCONFIG={fragment}", "allnoconfig"]
-            else:
-                config.write_text(fragment.read_text())
-                command = [*make, "olddefconfig"]
-            result = runner.run(command, check=False)
-        if not result.ok:
-            raise ConfigError(
-                f"{merged.target.arch}/{merged.target.flavour}: kconfig failed",
-                details=result.output.strip().splitlines()[-10:],
-            )
-        text = config.read_text()
+    fragment = merged.fragment_text()
+    cached = None
+    if toolchain_key:
+        key = hashlib.sha256(
+            "\0".join((arch, merged.resolve, toolchain_key, fragment)).encode()
+        ).hexdigest()
+        cached = work_root / "resolved" / f"{key}.config"
+    if cached is not None and cached.is_file():
+        text = cached.read_text()
+    else:
+        text = _run_kconfig(merged, fragment, tree, work_root / f"kconfig-{arch}", runner)
+        if cached is not None:
+            atomic_write_text(cached, text)
     values = parse_config_values(text)
     mismatches = tuple(
         Mismatch(setting, values.get(symbol))
@@ -280,17 +279,44 @@ def resolve(merged: Merged, tree: Path, work_root: Path, runner: Runner) -> Reso
     return Resolved(merged.target, text, values, mismatches, merged)
 
 
+def _run_kconfig(merged: Merged, fragment: str, tree: Path, objdir: Path, runner: Runner) -> str:
+    arch = KERNEL_ARCH[merged.target.arch]
+    lock = objdir.with_name(f"{objdir.name}.lock")
+    with exclusive_lock(lock, f"kconfig directory {objdir}", wait=True):
+        objdir.mkdir(parents=True, exist_ok=True)
+        config = objdir / ".config"
+        config.unlink(missing_ok=True)
+        with scratch_dir(objdir.parent, ".merge-") as scratch:
+            fragment_file = scratch / "merged.config"
+            fragment_file.write_text(fragment)
+            make: list[str | Path] = ["make", "-s", "-C", tree, f"O={objdir}", f"ARCH={arch}"]
+            if merged.resolve == "allnoconfig":
+                command = [*make, f"KCONFIG_ALLCONFIG={fragment_file}", "allnoconfig"]
+            else:
+                config.write_text(fragment)
+                command = [*make, "olddefconfig"]
+            result = runner.run(command, check=False)
+        if not result.ok:
+            raise ConfigError(
+                f"{merged.target.arch}/{merged.target.flavour}: kconfig failed",
+                details=result.output.strip().splitlines()[-10:],
+            )
+        return config.read_text()
+
+
 def generate(
     configs_dir: Path,
     targets: Iterable[Target],
     tree: Path,
     work_root: Path,
     runner: Runner,
+    toolchain_key: str = "",
 ) -> list[Resolved]:
     """Resolve every target; refuse if any requested value did not survive."""
     flavours = load_layers(configs_dir)
     results = [
-        resolve(merge(configs_dir, t, tree, flavours), tree, work_root, runner) for t in targets
+        resolve(merge(configs_dir, t, tree, flavours), tree, work_root, runner, toolchain_key)
+        for t in targets
     ]
     lost = [m for r in results for m in r.mismatches]
     if lost:

@@ -37,12 +37,15 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 
 @contextlib.contextmanager
-def exclusive_lock(lock_path: Path, what: str) -> Iterator[None]:
-    """flock-based lock: released by the kernel when the holder dies, so never stale."""
+def exclusive_lock(lock_path: Path, what: str, *, wait: bool = False) -> Iterator[None]:
+    """flock-based lock: released by the kernel when the holder dies, so never stale.
+
+    Results refuse a second holder at once (`wait=False`); shared caches make the
+    second process wait its turn and then reuse what the first one produced."""
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with lock_path.open("a+") as handle:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
             handle.seek(0)
             holder = handle.read().strip() or "?"

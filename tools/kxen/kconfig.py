@@ -33,7 +33,9 @@ restores it afterwards.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
+import json
 import os
 import re
 import subprocess
@@ -47,8 +49,10 @@ from typing import Any, Literal, cast
 
 import kconfiglib  # type: ignore[import-untyped]
 
+from . import toolchain
 from .configs import KERNEL_ARCH, RESOLVE_MODES, Value, format_setting, show
-from .errors import ConfigError, InputError
+from .errors import ConfigError, InputError, KxenError
+from .fsutil import atomic_write_text
 
 SymbolType = Literal["bool", "tristate", "int", "hex", "string"]
 ResolveBase = Literal["olddefconfig", "allnoconfig"]
@@ -66,6 +70,36 @@ ReasonKind = Literal[
 ]
 
 _SRCARCH = {"i386": "x86", "x86_64": "x86"}
+_PROBE_VARIABLES = (
+    "srctree",
+    "ARCH",
+    "SRCARCH",
+    "CC",
+    "CPP",
+    "LD",
+    "AR",
+    "NM",
+    "OBJCOPY",
+    "OBJDUMP",
+    "READELF",
+    "STRIP",
+    "HOSTCC",
+    "HOSTCXX",
+    "RUSTC",
+    "BINDGEN",
+    "PAHOLE",
+    "PERL",
+    "PYTHON3",
+    "AWK",
+    "LEX",
+    "YACC",
+    "CC_VERSION_TEXT",
+    "CLANG_FLAGS",
+    "USERCFLAGS",
+    "USERLDFLAGS",
+    "KCFLAGS",
+)
+"""Make variables the probes' command lines expand (with the tools they name)."""
 _OPTION_WORDS = frozenset({"modules", "allnoconfig_y", "defconfig_list"})
 """Attributes newer kernels write bare and Kconfiglib only knows as `option <word>`."""
 
@@ -170,12 +204,58 @@ def _is_unknown_word(word: str) -> bool:
     return keyword(word) is None
 
 
+class ProbeCache:
+    """Outputs of the `$(shell,...)` toolchain probes of one tree, arch and toolchain.
+
+    They are ~60% of a Kconfig load and only change with the toolchain, so they are
+    kept in a file named by `toolchain.fingerprint()` and the kbuild tool variables."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.outputs: dict[str, list[str]] = {}
+        self.dirty = False
+        if path is not None:
+            with contextlib.suppress(OSError, ValueError):
+                loaded = json.loads(path.read_text())
+                if isinstance(loaded, dict):
+                    self.outputs = loaded
+
+    @classmethod
+    def for_environment(cls, directory: Path | None, env: Mapping[str, str]) -> ProbeCache:
+        if directory is None:
+            return cls(None)
+        tools = {key: env.get(key, "") for key in _PROBE_VARIABLES}
+        key = hashlib.sha256(
+            (toolchain.fingerprint(env) + json.dumps(tools, sort_keys=True)).encode()
+        ).hexdigest()
+        return cls(directory / f"probes-{key[:32]}.json")
+
+    def run(self, command: str, scratch: Path, env: Mapping[str, str]) -> tuple[str, str]:
+        cached = self.outputs.get(command)
+        if cached is not None and len(cached) == 2:
+            return cached[0], cached[1]
+        result = subprocess.run(
+            command, shell=True, capture_output=True, cwd=scratch, env=env, check=False
+        )
+        stdout = result.stdout.decode("utf-8", "replace")
+        stderr = result.stderr.decode("utf-8", "replace")
+        self.outputs[command] = [stdout, stderr]
+        self.dirty = True
+        return stdout, stderr
+
+    def save(self) -> None:
+        if self.path is not None and self.dirty:
+            with contextlib.suppress(KxenError):
+                atomic_write_text(self.path, json.dumps(self.outputs, sort_keys=True))
+
+
 class _TreeKconfig(kconfiglib.Kconfig):  # type: ignore[misc]
     """Kconfiglib's parser, reading each Kconfig file through rewrite_kconfig_text()."""
 
-    def __init__(self, scratch: Path, env: Mapping[str, str]) -> None:
+    def __init__(self, scratch: Path, env: Mapping[str, str], probes: ProbeCache) -> None:
         self.kxen_scratch = scratch
         self.kxen_env = dict(env)
+        self.kxen_probes = probes
         self.kxen_ignored: list[IgnoredAttribute] = []
         super().__init__("Kconfig", warn=True, warn_to_stderr=False)
 
@@ -197,16 +277,9 @@ def _shell(kconf: Any, _name: str, command: str) -> str:
     """`$(shell,...)` as Kconfiglib runs it, but in a scratch directory with the
     Makefile's environment (`cc-option` creates `.tmp_$$` in the current directory)."""
     tree_kconf = cast(_TreeKconfig, kconf)
-    result = subprocess.run(
-        command,
-        shell=True,
-        capture_output=True,
-        cwd=tree_kconf.kxen_scratch,
-        env=tree_kconf.kxen_env,
-        check=False,
+    stdout, stderr = tree_kconf.kxen_probes.run(
+        command, tree_kconf.kxen_scratch, tree_kconf.kxen_env
     )
-    stdout = result.stdout.decode("utf-8", "replace")
-    stderr = result.stderr.decode("utf-8", "replace")
     if stderr:
         kconf._warn(
             f"'{command}' wrote to stderr: {' '.join(stderr.splitlines())}",
@@ -330,8 +403,11 @@ def _set_environment(env: Mapping[str, str]) -> None:
             os.environ[key] = value
 
 
-def load(tree: Path, arch: str) -> KconfigModel:
-    """Parse the Kconfig files of `tree` for `arch` (x86_64 or i686). Never writes the tree."""
+def load(tree: Path, arch: str, probe_cache: Path | None = None) -> KconfigModel:
+    """Parse the Kconfig files of `tree` for `arch` (x86_64 or i686). Never writes the tree.
+
+    With `probe_cache` (a directory per tree), toolchain probe outputs are reused
+    from earlier loads with the same toolchain."""
     kernel_arch = KERNEL_ARCH.get(arch)
     if kernel_arch is None:
         raise InputError(f"unknown arch {arch!r} (expected {' or '.join(KERNEL_ARCH)})")
@@ -340,6 +416,7 @@ def load(tree: Path, arch: str) -> KconfigModel:
         raise InputError(f"{tree}: no top-level Kconfig: not a kernel tree")
     env = kbuild_environment(tree, kernel_arch)
     env["KCONFIG_FUNCTIONS"] = __name__
+    probes = ProbeCache.for_environment(probe_cache, env)
     start = time.monotonic()
     with (
         _LOAD_LOCK,
@@ -347,9 +424,10 @@ def load(tree: Path, arch: str) -> KconfigModel:
         _environment(env),
     ):
         try:
-            kconf = _TreeKconfig(Path(scratch), env)
+            kconf = _TreeKconfig(Path(scratch), env, probes)
         except (kconfiglib.KconfigError, OSError) as exc:
             raise ConfigError(f"{tree}: Kconfig cannot be read: {str(exc).strip()}") from None
+    probes.save()
     return KconfigModel(kconf, tree, arch, time.monotonic() - start)
 
 

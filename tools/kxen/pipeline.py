@@ -24,6 +24,7 @@ from . import (
     sources,
     spec,
     srpm,
+    toolchain,
     upstream,
 )
 from .backends.base import ArchResult, Backend, BuildRequest
@@ -157,7 +158,9 @@ def generate_configs(
     project.progress.phase("configs", ", ".join(f"{t.arch}/{t.flavour}" for t in targets))
     work = project.cache / "kconfig" / up.identity
     try:
-        resolved = configs.generate(project.configs_dir, targets, tree, work, project.runner)
+        resolved = configs.generate(
+            project.configs_dir, targets, tree, work, project.runner, toolchain.fingerprint()
+        )
     except ConfigError as lost:
         raise _explain_lost_values(project, up, targets, lost) from None
     return configs.write_configs(resolved, up.version.kernelversion, outdir)
@@ -188,7 +191,7 @@ def _kconfig_models(
     models = {}
     for arch in sorted({target.arch for target in targets}):
         project.progress.phase("kconfig", f"reading Kconfig for {arch}")
-        models[arch] = kconfig.load(tree, arch)
+        models[arch] = kconfig.load(tree, arch, project.cache / "kconfig" / up.identity)
     return tree, models
 
 
@@ -264,6 +267,29 @@ def diff_configs(
             configs_dir = _configs_at(project, revision, scratch / str(index))
             finals.append(configcheck.final_values(configs_dir, targets, tree, models))
     return configcheck.diff_values(finals[0], finals[1])
+
+
+def rebase_preview(
+    project: Project,
+    old: upstream.Upstream,
+    new: upstream.Upstream,
+    revision: str,
+    targets: list[configs.Target],
+) -> configcheck.RebasePreview:
+    """`kxen config diff --to-upstream NEW`: configs/ at `revision` on the old and new tree."""
+    with scratch_dir(project.cache, ".rebase-") as scratch:
+        configs_dir = _configs_at(project, revision, scratch / "configs-at")
+        finals, reports = [], []
+        for up in (old, new):  # one tree's models at a time: they are ~60 MiB per arch
+            tree, models = _kconfig_models(project, up, targets)
+            project.progress.phase("diff", f"resolving on Linux {up.version}")
+            finals.append(configcheck.final_values(configs_dir, targets, tree, models))
+            reports.append(configcheck.check(configs_dir, targets, tree, models, project.root))
+            del models
+    return configcheck.RebasePreview(
+        configcheck.diff_values(finals[0], finals[1]),
+        configcheck.regressions(reports[0], reports[1]),
+    )
 
 
 def _configs_at(project: Project, revision: str, into: Path) -> Path:

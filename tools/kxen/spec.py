@@ -31,7 +31,8 @@ CONFIG_SOURCE_BASE = 100
 PATCH_BASE = 1
 BUILDID_RE = re.compile(r"\.[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*")
 _TOKEN_RE = re.compile(r"[A-Za-z0-9._+~^:/=@()*| ,-]*")
-_DECOMPRESS = {".xz": "xz -dc", ".bz2": "bzip2 -dc", ".gz": "gzip -dc"}
+# xz -T0 decompresses multi-block archives (kernel.org's are) in parallel; older xz ignores it.
+_DECOMPRESS = {".xz": "xz -T0 -dc", ".bz2": "bzip2 -dc", ".gz": "gzip -dc"}
 
 # Symbols a .config records from the toolchain (`$(cc-option)`, `$(success)`, `$(shell)`,
 # version probes in init/Kconfig and arch/x86/Kconfig.assembler) or that x86 selects only
@@ -180,6 +181,7 @@ def render(inputs: SpecInputs, template_dir: Path) -> str:
         "local_tarball_sha512": inputs.local_tarball_sha512 or "",
         "source0": _location(manifest, upstream, upstream.tarball.name),
         "topdir": upstream.topdir,
+        "source0_decompress": _DECOMPRESS.get(upstream.tarball.suffix, "cat"),
         "upstream_patches": [
             {
                 "number": UPSTREAM_SOURCE_BASE + index,

@@ -218,7 +218,9 @@ def prepared_tree(upstream: Upstream, cache_root: Path, runner: Runner) -> Path:
     tree = root / upstream.topdir
     if _read_marker(root):
         return tree
-    with exclusive_lock(cache_root / "trees" / f"{upstream.identity}.lock", "source tree cache"):
+    with exclusive_lock(
+        cache_root / "trees" / f"{upstream.identity}.lock", "source tree cache", wait=True
+    ):
         if _read_marker(root):
             return tree
         check_members(upstream.tarball, upstream.topdir)
