@@ -315,6 +315,9 @@ class FakeKconfig:
         self.commands: list[list[str]] = []
         self.seen_fragment: str | None = None
 
+    def stop_all(self) -> None:
+        pass
+
     def run(self, argv: Sequence[str | os.PathLike[str]], **kwargs: object) -> Completed:
         args = [os.fspath(a) for a in argv]
         self.commands.append(args)

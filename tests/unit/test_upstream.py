@@ -24,6 +24,9 @@ class CountingRunner:
         self.commands: list[list[str]] = []
         self.real = SubprocessRunner()
 
+    def stop_all(self) -> None:
+        pass
+
     def run(self, argv: Sequence[str | os.PathLike[str]], **kwargs: object) -> Completed:
         self.commands.append([os.fspath(a) for a in argv])
         return self.real.run(argv, **kwargs)  # type: ignore[arg-type]

@@ -166,11 +166,33 @@ def check(
     repo_root: Path,
 ) -> CheckReport:
     """Resolve every target with its arch's Kconfig model and collect the findings."""
+    return report(configs_dir, targets, findings(configs_dir, targets, tree, models, repo_root))
+
+
+def findings(
+    configs_dir: Path,
+    targets: Iterable[Target],
+    tree: Path,
+    models: Mapping[str, kconfig.KconfigModel],
+    repo_root: Path,
+) -> list[Finding]:
+    """The findings of some targets (one arch's, when arches are checked in parallel)."""
     flavours = configs.load_layers(configs_dir)
-    report = CheckReport(targets=sorted(targets, key=lambda t: (t.arch, t.flavour)))
-    for target in report.targets:
+    found: list[Finding] = []
+    for target in sorted(targets, key=lambda t: (t.arch, t.flavour)):
         merged = configs.merge(configs_dir, target, tree, flavours)
-        report.findings += _target_findings(merged, models[target.arch], repo_root)
+        found += _target_findings(merged, models[target.arch], repo_root)
+    return found
+
+
+def report(configs_dir: Path, targets: Iterable[Target], found: list[Finding]) -> CheckReport:
+    """Findings of all targets in a stable order, with the allow-list applied and checked."""
+    ordered = sorted(targets, key=lambda t: (t.arch, t.flavour))
+    rank = {target: index for index, target in enumerate(ordered)}
+    report = CheckReport(
+        findings=sorted(found, key=lambda f: rank[f.target]),  # stable: keeps per-target order
+        targets=ordered,
+    )
     allow = load_allow_list(configs_dir)
     used: set[int] = set()
     for index, finding in enumerate(report.findings):

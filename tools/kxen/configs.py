@@ -12,7 +12,9 @@ the kconfig tools are compiled once.
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
+import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -29,6 +31,7 @@ LAYERS_FILE = "layers.yaml"
 UPSTREAM_LAYER_PREFIX = "upstream:"
 RESOLVE_MODES = {"olddefconfig": "olddefconfig", "allnoconfig": "allnoconfig"}
 KERNEL_ARCH = {"x86_64": "x86_64", "i686": "i386"}
+CPUS = os.cpu_count() or 1
 
 _SET_RE = re.compile(
     r'^CONFIG_([A-Za-z0-9_]+)=(y|m|n|-?[0-9]+|0[xX][0-9a-fA-F]+|"(?:[^"\\]|\\.)*")$'
@@ -312,12 +315,21 @@ def generate(
     runner: Runner,
     toolchain_key: str = "",
 ) -> list[Resolved]:
-    """Resolve every target; refuse if any requested value did not survive."""
+    """Resolve every target; refuse if any requested value did not survive.
+
+    Targets run concurrently (kconfig is a subprocess): each arch has its own O= dir
+    under a lock, so two arches proceed in parallel and two flavours of one arch take
+    turns instead of racing on the kconfig tools kbuild compiles there."""
     flavours = load_layers(configs_dir)
-    results = [
-        resolve(merge(configs_dir, t, tree, flavours), tree, work_root, runner, toolchain_key)
-        for t in targets
-    ]
+    merged = [merge(configs_dir, t, tree, flavours) for t in targets]
+    with concurrent.futures.ThreadPoolExecutor(max(1, min(len(merged), CPUS))) as pool:
+        try:
+            results = list(
+                pool.map(lambda m: resolve(m, tree, work_root, runner, toolchain_key), merged)
+            )
+        except BaseException:
+            runner.stop_all()  # Ctrl-C reaches this thread only: stop the other makes too
+            raise
     lost = [m for r in results for m in r.mismatches]
     if lost:
         raise ConfigError(

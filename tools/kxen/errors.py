@@ -36,6 +36,16 @@ class KxenError(Exception):
         self.message = message
         self.details = details or []
 
+    def __reduce__(self) -> tuple[object, ...]:
+        # Errors cross process boundaries (parallel per-arch work): keep class and details.
+        return (_restore, (type(self), self.message, self.details))
+
+
+def _restore(cls: type[KxenError], message: str, details: list[str]) -> KxenError:
+    error = cls.__new__(cls)
+    KxenError.__init__(error, message, details=details)
+    return error
+
 
 class InputError(KxenError):
     """Something the user wrote is wrong; the message names file, line or field."""

@@ -109,6 +109,7 @@ _NUMBER_RE = re.compile(r"-?[0-9]+|0[xX][0-9a-fA-F]+")
 _STRING_RE = re.compile(r'"((?:[^"\\]|\\.)*)"')
 _HELP_RE = re.compile(r"\s*-*help-*\s*")
 _BARE_WORD_RE = re.compile(r"(\s*)([a-z][a-z0-9_]*)\s*(?:#.*)?")
+_BARE_WORD_LINE_RE = re.compile(r"^[^\S\n]*([a-z][a-z0-9_]*)[^\S\n]*(?:#.*)?$", re.MULTILINE)
 
 _TYPE_NAMES: dict[int, SymbolType] = {
     kconfiglib.BOOL: "bool",
@@ -157,6 +158,8 @@ def rewrite_kconfig_text(text: str) -> tuple[str, list[tuple[int, str]]]:
     Kconfig keyword (an attribute newer than Kconfiglib) becomes blank and is
     returned as (line number, word). Help texts are left alone.
     """
+    if not any(_needs_rewrite(word) for word in _BARE_WORD_LINE_RE.findall(text)):
+        return text, []  # most files: no line a rewrite could touch (cheap pre-scan)
     lines = text.splitlines(keepends=True)
     dropped: list[tuple[int, str]] = []
     help_indent: int | None = None  # inside a help text: its indentation (-1: not yet known)
@@ -192,6 +195,10 @@ def rewrite_kconfig_text(text: str) -> tuple[str, list[tuple[int, str]]]:
             lines[index] = newline
             dropped.append((index + 1, word))
     return "".join(lines), dropped
+
+
+def _needs_rewrite(word: str) -> bool:
+    return word in _OPTION_WORDS or _is_unknown_word(word)
 
 
 def _indentation(line: str) -> int:

@@ -6,6 +6,8 @@ what it needs; data only flows forward.
 
 from __future__ import annotations
 
+import concurrent.futures
+import multiprocessing
 import os
 import shutil
 import time
@@ -191,17 +193,59 @@ def _kconfig_models(
     models = {}
     for arch in sorted({target.arch for target in targets}):
         project.progress.phase("kconfig", f"reading Kconfig for {arch}")
-        models[arch] = kconfig.load(tree, arch, project.cache / "kconfig" / up.identity)
+        models[arch] = kconfig.load(tree, arch, _probe_dir(project, up))
     return tree, models
 
 
 def check_configs(
     project: Project, up: upstream.Upstream, targets: list[configs.Target]
 ) -> configcheck.CheckReport:
-    """`kxen config check`: every target resolved with its arch's Kconfig model."""
-    tree, models = _kconfig_models(project, up, targets)
+    """`kxen config check`: every target resolved with its arch's Kconfig model.
+
+    Each arch's model is loaded and checked in a process of its own (Kconfig parsing
+    is CPU-bound Python), as many at once as there are CPUs."""
+    project.progress.phase("tree", f"Linux {up.version}")
+    tree = upstream.prepared_tree(up, project.cache, project.runner)
+    by_arch: dict[str, list[configs.Target]] = {}
+    for target in targets:
+        by_arch.setdefault(target.arch, []).append(target)
+    jobs = [
+        _ArchCheck(
+            project.configs_dir, arch, tuple(group), tree, _probe_dir(project, up), project.root
+        )
+        for arch, group in sorted(by_arch.items())
+    ]
     project.progress.phase("check", ", ".join(f"{t.arch}/{t.flavour}" for t in targets))
-    return configcheck.check(project.configs_dir, targets, tree, models, project.root)
+    workers = min(len(jobs), os.cpu_count() or 1)
+    if workers > 1:
+        context = multiprocessing.get_context("fork")
+        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+            parts = list(pool.map(_check_arch, jobs))
+    else:
+        parts = [_check_arch(job) for job in jobs]
+    found = [finding for part in parts for finding in part]
+    return configcheck.report(project.configs_dir, targets, found)
+
+
+@dataclass(frozen=True)
+class _ArchCheck:
+    configs_dir: Path
+    arch: str
+    targets: tuple[configs.Target, ...]
+    tree: Path
+    probe_dir: Path
+    repo_root: Path
+
+
+def _check_arch(job: _ArchCheck) -> list[configcheck.Finding]:
+    model = kconfig.load(job.tree, job.arch, job.probe_dir)
+    return configcheck.findings(
+        job.configs_dir, job.targets, job.tree, {job.arch: model}, job.repo_root
+    )
+
+
+def _probe_dir(project: Project, up: upstream.Upstream) -> Path:
+    return project.cache / "kconfig" / up.identity
 
 
 def explain_symbol(

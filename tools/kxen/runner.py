@@ -11,6 +11,7 @@ import collections
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -62,9 +63,22 @@ class Runner(Protocol):
         check: bool = True,
     ) -> Completed: ...
 
+    def stop_all(self) -> None:
+        """Stop every command still running (other threads' too) and what it started."""
+
 
 class SubprocessRunner:
     """The real runner: process group per command, merged stdout/stderr."""
+
+    def __init__(self) -> None:
+        self._live: set[subprocess.Popen[bytes]] = set()
+        self._lock = threading.Lock()
+
+    def stop_all(self) -> None:
+        with self._lock:
+            live = list(self._live)
+        for proc in live:
+            _kill_group(proc)
 
     def run(
         self,
@@ -95,12 +109,17 @@ class SubprocessRunner:
             )
         except FileNotFoundError as exc:
             raise MissingToolError(f"{args[0]}: command not found (install it first)") from exc
+        with self._lock:
+            self._live.add(proc)
         try:
             lines = _pump(proc, on_line, log_path)
             proc.wait()
         except BaseException:
             _kill_group(proc)
             raise
+        finally:
+            with self._lock:
+                self._live.discard(proc)
         completed = Completed(
             argv=args,
             returncode=proc.returncode,
