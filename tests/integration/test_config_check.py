@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import lzma
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
+from kxen import upstream
+from kxen.runner import SubprocessRunner
 
-from .conftest import run_kxen
+from .conftest import kxen_command, run_kxen
 
 pytestmark = pytest.mark.slow
 I686_DEFAULT = ("--arch", "i686", "--flavour", "default")
@@ -352,3 +355,124 @@ def test_diff_between_two_revisions_and_the_working_tree(
         "config", "diff", "no-such-rev", *target, repo=checkout, cache=kxen_cache, check=False
     )
     assert bad.returncode == 2 and "no-such-rev" in bad.stderr
+
+
+DEBIAN_AMD64_CONFIG = Path("/usr/src/linux-config-6.1/config.amd64_none_amd64.xz")
+X86_64_DEFAULT_LAYERS = "x86_64: [base, x86, x86_64, default, default-x86_64]"
+
+
+@pytest.fixture(scope="module")
+def prepared(linux_tarball: Path, kxen_cache: Path) -> Path:
+    up = upstream.from_tarball(linux_tarball, kxen_cache)
+    return upstream.prepared_tree(up, kxen_cache, SubprocessRunner())
+
+
+def test_debian_amd64_config_as_the_only_layer(
+    checkout: Path, kxen_cache: Path, linux_tarball: Path, prepared: Path, tmp_path: Path
+) -> None:
+    """A real distro config (10k lines) checks clean and generates what make does."""
+    debian = lzma.decompress(DEBIAN_AMD64_CONFIG.read_bytes()).decode()
+    (checkout / "configs" / "debian").mkdir()
+    (checkout / "configs" / "debian" / "amd64.config").write_text(debian)
+    layers = checkout / "configs" / "layers.yaml"
+    assert X86_64_DEFAULT_LAYERS in layers.read_text()
+    layers.write_text(layers.read_text().replace(X86_64_DEFAULT_LAYERS, "x86_64: [debian]"))
+    target = ("--arch", "x86_64", "--flavour", "default")
+    code, report = _check(checkout, kxen_cache, linux_tarball, *target)
+    assert code == 0
+    counts = report["counts"]
+    assert counts["mismatch"] == counts["unknown"] == counts["invalid"] == 0
+    # Debian builds with CC=gcc-12: the one value that records another toolchain
+    assert [f["symbol"] for f in _only(report, "toolchain")] == ["CC_VERSION_TEXT"]
+
+    out = tmp_path / "out"
+    run_kxen(
+        "config", "generate", "--upstream", linux_tarball, *target, "-o", out,
+        repo=checkout, cache=kxen_cache,
+    )  # fmt: skip
+    objdir = tmp_path / "make"
+    objdir.mkdir()
+    (objdir / ".config").write_text(debian)
+    subprocess.run(
+        ["make", "-s", "-C", str(prepared), f"O={objdir}", "ARCH=x86_64", "olddefconfig"],
+        check=True,
+        capture_output=True,
+    )
+    (generated,) = out.glob("*.config")
+    assert generated.read_text() == (objdir / ".config").read_text()
+
+
+def _replace_file(path: Path, old: str, new: str) -> None:
+    """Edit a file of a hard-linked tree copy without touching the shared inode."""
+    text = path.read_text()
+    assert old in text
+    path.unlink()
+    path.write_text(text.replace(old, new))
+
+
+@pytest.fixture(scope="module")
+def newer_tarball(prepared: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """ "6.1.193": 6.1.192 with a renamed symbol and a dependency that breaks HVC_XEN."""
+    root = tmp_path_factory.mktemp("newer")
+    tree = root / prepared.name
+    subprocess.run(["cp", "-al", str(prepared), str(tree)], check=True)
+    _replace_file(tree / "Makefile", "SUBLEVEL = 192", "SUBLEVEL = 193")
+    _replace_file(
+        tree / "drivers/xen/Kconfig", "config XEN_SYS_HYPERVISOR\n", "config XEN_SYSFS_HYPERVISOR\n"
+    )
+    _replace_file(
+        tree / "drivers/tty/hvc/Kconfig",
+        'config HVC_XEN\n\tbool "Xen Hypervisor Console support"\n\tdepends on XEN\n',
+        'config HVC_XEN\n\tbool "Xen Hypervisor Console support"\n\tdepends on XEN && BROKEN\n',
+    )
+    tarball = root / "linux-6.1.193.tar"
+    subprocess.run(["tar", "-cf", str(tarball), "-C", str(root), prepared.name], check=True)
+    subprocess.run(["rm", "-rf", str(tree)], check=True)
+    return tarball
+
+
+def test_rebase_preview_names_lines_that_stop_working(
+    checkout: Path, kxen_cache: Path, linux_tarball: Path, newer_tarball: Path
+) -> None:
+    target = ("--arch", "x86_64", "--flavour", "smoke", "--upstream", str(linux_tarball))
+    args = ("config", "diff", *target, "--to-upstream", str(newer_tarball))
+    data = json.loads(run_kxen(*args, "--json", repo=checkout, cache=kxen_cache).stdout)
+    assert data["from"]["version"] == "6.1.192" and data["to"]["version"] == "6.1.193"
+    lost = {(f["kind"], f["symbol"]): f for f in data["regressions"]}
+    assert set(lost) == {("unknown", "XEN_SYS_HYPERVISOR"), ("mismatch", "HVC_XEN")}
+    assert lost["unknown", "XEN_SYS_HYPERVISOR"]["where"] == "configs/base/xen-domu.config:22"
+    assert "BROKEN (=n)" in lost["mismatch", "HVC_XEN"]["reason"]
+    changes = {c["symbol"]: (c["before"], c["after"]) for c in data["changes"]}
+    assert changes["XEN_SYS_HYPERVISOR"] == ("y", None)
+    assert "XEN_SYSFS_HYPERVISOR" not in changes  # smoke is allnoconfig: unnamed means off
+    assert changes["HVC_XEN"] == ("y", None)
+    human = run_kxen(*args, repo=checkout, cache=kxen_cache).stdout
+    assert human.startswith("Linux 6.1.192 -> Linux 6.1.193 (WORKTREE):")
+    assert "\nx86_64/smoke:\n  mismatch     CONFIG_HVC_XEN configs/base/" in human
+    assert "\n  unknown      CONFIG_XEN_SYS_HYPERVISOR configs/base/xen-domu.config:22" in human
+
+
+def test_concurrent_generates_share_one_cache_without_racing(
+    checkout: Path, kxen_cache: Path, linux_tarball: Path, tmp_path: Path
+) -> None:
+    """Two kxen processes on a cold cache: one prepares the tree and kconfig tools while
+    the other waits; both arches of each run resolve in parallel."""
+    cold = tmp_path / "cold-cache"
+    started = []
+    for flavour in ("default", "smoke"):
+        argv, env = kxen_command(
+            "config", "generate", "--upstream", linux_tarball, "--flavour", flavour,
+            "-o", tmp_path / flavour, repo=checkout, cache=cold,
+        )  # fmt: skip
+        started.append(subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, text=True))
+    for process in started:
+        _, stderr = process.communicate(timeout=600)
+        assert process.returncode == 0, stderr
+    reference = tmp_path / "sequential"
+    run_kxen(
+        "config", "generate", "--upstream", linux_tarball, "-o", reference,
+        repo=checkout, cache=kxen_cache,
+    )  # fmt: skip
+    produced = {p.name: p.read_text() for p in tmp_path.glob("[ds]*/*.config")}
+    assert len(produced) == 4
+    assert produced == {p.name: p.read_text() for p in reference.glob("*.config")}

@@ -19,14 +19,14 @@ from typing import Any, Literal
 
 import yaml
 
-from . import configs, kconfig
+from . import configs, kconfig, toolchain
 from .configs import Target, Value, show
 from .errors import InputError
 
 ALLOW_FILE = "allow.yaml"
-Kind = Literal["mismatch", "unknown", "invalid", "new", "redefinition"]
+Kind = Literal["mismatch", "unknown", "invalid", "new", "redefinition", "toolchain"]
 FAILING_KINDS: frozenset[str] = frozenset({"mismatch", "unknown", "invalid"})
-_KINDS = ("mismatch", "unknown", "invalid", "new", "redefinition")
+_KINDS = ("mismatch", "unknown", "invalid", "new", "redefinition", "toolchain")
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ class Finding:
         if self.kind == "new":
             return f"{head} = {show(self.actual)} (no layer sets it; Kconfig default)"
         text = f"{head} {self.where}: asked {show(self.requested)}"
-        if self.kind in ("mismatch", "redefinition"):
+        if self.kind in ("mismatch", "redefinition", "toolchain"):
             text += f", got {show(self.actual)}"
         if self.reason:
             text += f": {self.reason}"
@@ -260,9 +260,13 @@ def _target_findings(
         elif actual != wanted:
             why = model.why_not(symbol, wanted)
             sites = f" ({', '.join(why.definitions)})" if why.definitions else ""
-            findings.append(
-                Finding("mismatch", target, symbol, where, wanted, actual, why.detail + sites)
-            )
+            # Informational: the value records a toolchain (another compiler or pahole than
+            # this host's), not a request; the spec's %prep check ignores these too.
+            lost: Kind = "toolchain" if toolchain.is_toolchain_symbol(symbol) else "mismatch"
+            reason = why.detail + sites
+            if lost == "toolchain":
+                reason = f"this host's toolchain decides it ({reason})"
+            findings.append(Finding(lost, target, symbol, where, wanted, actual, reason))
     for earlier, later in merged.overridden:
         findings.append(
             Finding(

@@ -23,6 +23,7 @@ from typing import Any
 
 import yaml
 
+from . import toolchain
 from .errors import ConfigError, InputError
 from .fsutil import atomic_write_text, exclusive_lock, scratch_dir
 from .runner import Runner
@@ -274,10 +275,12 @@ def resolve(
         if cached is not None:
             atomic_write_text(cached, text)
     values = parse_config_values(text)
+    # A fragment may record what its author's toolchain probed (a full distro config does);
+    # this host's tools decide those values, so they are not requests that can be lost.
     mismatches = tuple(
         Mismatch(setting, values.get(symbol))
         for symbol, setting in merged.settings.items()
-        if values.get(symbol) != setting.value
+        if values.get(symbol) != setting.value and not toolchain.is_toolchain_symbol(symbol)
     )
     return Resolved(merged.target, text, values, mismatches, merged)
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import jinja2
 
+from . import toolchain
 from .configs import Target
 from .errors import InputError
 from .fsutil import atomic_write_text
@@ -33,22 +34,6 @@ BUILDID_RE = re.compile(r"\.[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*")
 _TOKEN_RE = re.compile(r"[A-Za-z0-9._+~^:/=@()*| ,-]*")
 # xz -T0 decompresses multi-block archives (kernel.org's are) in parallel; older xz ignores it.
 _DECOMPRESS = {".xz": "xz -T0 -dc", ".bz2": "bzip2 -dc", ".gz": "gzip -dc"}
-
-# Symbols a .config records from the toolchain (`$(cc-option)`, `$(success)`, `$(shell)`,
-# version probes in init/Kconfig and arch/x86/Kconfig.assembler) or that x86 selects only
-# when the compiler supports them: differences are expected between build roots (mock's
-# compiler, pahole or 32-bit libc present or not) and are not config drift. Options a
-# packager sets (STACKPROTECTOR, INIT_STACK_*, RETHUNK) are deliberately not here.
-TOOLCHAIN_SYMBOLS = (
-    "CC_VERSION_TEXT|CC_IS_[A-Z]+|(GCC|CLANG|AS|LD|LLD|PAHOLE)_VERSION|AS_IS_[A-Z]+|LD_IS_[A-Z]+"
-    "|(RUSTC|BINDGEN)_VERSION_TEXT|RUSTC_VERSION|RUST_IS_AVAILABLE"
-    "|CC_HAS_[A-Z0-9_]+|CC_CAN_[A-Z0-9_]+|CC_NO_[A-Z0-9_]+|CC_HAVE_[A-Z0-9_]+"
-    "|CC_IMPLICIT_FALLTHROUGH|GCC_ASM_GOTO_OUTPUT_WORKAROUND|AS_HAS_[A-Z0-9_]+"
-    "|AS_[A-Z0-9]+_NI|AS_AVX512|AS_TPAUSE|AS_GFNI|AS_WRUSS|TOOLCHAIN_HAS_[A-Z0-9_]+"
-    "|LD_ORPHAN_WARN(_LEVEL)?|LD_CAN_[A-Z0-9_]+|TOOLS_SUPPORT_RELR|PAHOLE_HAS_[A-Z0-9_]+"
-    "|FTRACE_MCOUNT_USE_CC|HAS_LTO_CLANG|HAVE_KCSAN_COMPILER|HAVE_KMSAN_[A-Z_]+"
-    "|ARCH_SUPPORTS_INT128|HAVE_STACKPROTECTOR"
-)
 
 
 class SpecText(str):
@@ -202,7 +187,7 @@ def render(inputs: SpecInputs, template_dir: Path) -> str:
         ],
         "extraversion": version.makefile_extraversion,
         "snapshot_levels": version.snapshot_levels or (),
-        "toolchain_regex": SpecText(TOOLCHAIN_SYMBOLS),
+        "toolchain_regex": SpecText(toolchain.TOOLCHAIN_SYMBOLS),
         "changelog": _changelog(inputs),
     }
     try:

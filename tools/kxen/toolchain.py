@@ -13,9 +13,33 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
+
+# Symbols a .config records from the toolchain (`$(cc-option)`, `$(success)`, `$(shell)`,
+# version probes in init/Kconfig and arch/x86/Kconfig.assembler) or that x86 selects only
+# when the compiler supports them: differences are expected between build roots (mock's
+# compiler, pahole or 32-bit libc present or not) and are not config drift. Options a
+# packager sets (STACKPROTECTOR, INIT_STACK_*, RETHUNK) are deliberately not here.
+TOOLCHAIN_SYMBOLS = (
+    "CC_VERSION_TEXT|CC_IS_[A-Z]+|(GCC|CLANG|AS|LD|LLD|PAHOLE)_VERSION|AS_IS_[A-Z]+|LD_IS_[A-Z]+"
+    "|(RUSTC|BINDGEN)_VERSION_TEXT|RUSTC_VERSION|RUST_IS_AVAILABLE"
+    "|CC_HAS_[A-Z0-9_]+|CC_CAN_[A-Z0-9_]+|CC_NO_[A-Z0-9_]+|CC_HAVE_[A-Z0-9_]+"
+    "|CC_IMPLICIT_FALLTHROUGH|GCC_ASM_GOTO_OUTPUT_WORKAROUND|AS_HAS_[A-Z0-9_]+"
+    "|AS_[A-Z0-9]+_NI|AS_AVX512|AS_TPAUSE|AS_GFNI|AS_WRUSS|TOOLCHAIN_HAS_[A-Z0-9_]+"
+    "|LD_ORPHAN_WARN(_LEVEL)?|LD_CAN_[A-Z0-9_]+|TOOLS_SUPPORT_RELR|PAHOLE_HAS_[A-Z0-9_]+"
+    "|FTRACE_MCOUNT_USE_CC|HAS_LTO_CLANG|HAVE_KCSAN_COMPILER|HAVE_KMSAN_[A-Z_]+"
+    "|ARCH_SUPPORTS_INT128|HAVE_STACKPROTECTOR"
+)
+_TOOLCHAIN_SYMBOL_RE = re.compile(f"(?:{TOOLCHAIN_SYMBOLS})")
+
+
+def is_toolchain_symbol(name: str) -> bool:
+    """A symbol whose value the build host's tools decide, not the fragments."""
+    return _TOOLCHAIN_SYMBOL_RE.fullmatch(name) is not None
+
 
 PROBED_TOOLS = (
     "gcc",
