@@ -13,6 +13,7 @@ CHECKOUT_ITEMS = (
     "specs",
     "configs",
     "patches",
+    "keys",
 )
 
 

@@ -172,7 +172,8 @@ def test_local_tarball_origin(tmp_path, load, templates, rpmspec):
     )
     inputs = _inputs(load(), local, local_tarball_sha512="ab" * 64)
     path = _render_to(tmp_path, inputs, templates)
-    assert f"(local tarball linux-source-6.1.tar.xz, SHA512 {'ab' * 64})" in path.read_text()
+    assert f"# Local tarball: linux-source-6.1.tar.xz, SHA512 {'ab' * 64}\n" in path.read_text()
+    assert "\n# Flavour: default\n" in path.read_text()
     parsed = rpmspec("-P", "--target", "x86_64", path).stdout
     assert _tag(parsed, "Source0") == "linux-source-6.1.tar.xz"
     assert "Source1" not in dict(_tags(parsed))

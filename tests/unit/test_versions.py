@@ -239,3 +239,26 @@ def test_from_makefile_accepts_no_spaces_around_equals():
 def test_from_makefile_refuses_what_is_not_a_kernel_version(text):
     with pytest.raises(ValueError):
         from_makefile(text)
+
+
+# Fedora packages of the paravirt_ops transition and today (name-version-release without
+# %{?dist}), with the upstream version and build number they were made from.
+FEDORA_NVRS = [
+    ("kernel-xen", "2.6.21", 2950, "kernel-xen-2.6.21-2950"),  # Fedora 8's kernel-xen
+    ("kernel", "2.6.24.4", 64, "kernel-2.6.24.4-64"),  # Fedora 8 update
+    ("kernel", "2.6.25", 14, "kernel-2.6.25-14"),  # Fedora 9 GA, first pv_ops kernel-xen era
+    ("kernel", "2.6.25-rc8-git3", 4, "kernel-2.6.25-0.4.rc8.git3"),
+    ("kernel", "2.6.26-rc0-git0", 1, None),  # not a kernel.org version: refused
+    ("kernel", "6.1.5", 200, "kernel-6.1.5-200"),  # Fedora 37 update
+    ("kernel", "6.2-rc3", 1, "kernel-6.2.0-0.1.rc3"),
+]
+
+
+@pytest.mark.parametrize(("name", "text", "build", "nvr"), FEDORA_NVRS)
+def test_fedora_nvrs(name, text, build, nvr):
+    if nvr is None:
+        with pytest.raises(ValueError):
+            UpstreamVersion.parse(text)
+        return
+    version = UpstreamVersion.parse(text)
+    assert f"{name}-{version.rpm_version}-{version.rpm_release(build)}" == nvr

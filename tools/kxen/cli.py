@@ -7,8 +7,10 @@ one mapping to exit codes (see `errors.ExitCode` and README.md).
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import functools
 import json
+import os
 import signal
 import sys
 import time
@@ -23,10 +25,12 @@ from rich.console import Console
 from rich.progress import Progress as RichProgress
 from rich.progress import SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from . import configcheck, configs, manifest, pipeline
+from . import configcheck, configs, manifest, patchapply, patches, pipeline, snapshot
+from . import koji as kojidriver
 from . import spec as spec_module
 from .backends.base import neutralise
 from .backends.local import LocalBackend, build_area
+from .backends.mock import MockBackend, choose_roots, default_roots
 from .errors import ConfigError, InputError, Interrupted, KxenError, LintError
 from .fsutil import scratch_dir
 from .lint import rpmlint
@@ -194,14 +198,50 @@ def main_group(ctx: click.Context, repo: Path | None, cache_dir: Path | None) ->
     ctx.obj = Options(repo=repo.resolve(), cache=(cache_dir or pipeline.default_cache_dir()))
 
 
-UPSTREAM_OPTION = click.option(
-    "--upstream",
-    "local_tarball",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Use this local kernel tarball (e.g. Debian's linux-source-6.1) instead of the "
-    "manifest's kernel.org files.",
-)
+def upstream_options(func: Callable[..., None]) -> Callable[..., None]:
+    """--upstream TARBALL|CHECKOUT and --ref, handed to `func` as one `local_tarball`
+    (a `pipeline.UpstreamChoice`)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, local_tarball: Path | None, ref: str | None, **kwargs: Any) -> None:
+        func(*args, local_tarball=_upstream_choice(local_tarball, ref), **kwargs)
+
+    options = (
+        click.option(
+            "--ref",
+            default=None,
+            help="With --upstream CHECKOUT: the commit, tag or branch to snapshot (default HEAD).",
+        ),
+        click.option(
+            "--upstream",
+            "local_tarball",
+            type=click.Path(exists=True, path_type=Path),
+            default=None,
+            help="Use this local kernel tarball (e.g. Debian's linux-source-6.1) or kernel git "
+            "checkout (a reproducible snapshot of --ref) instead of the manifest's kernel.org "
+            "files.",
+        ),
+    )
+    for option in options:
+        wrapper = option(wrapper)
+    return wrapper
+
+
+UPSTREAM_OPTION = upstream_options
+
+
+def _upstream_choice(path: Path | None, ref: str | None) -> pipeline.UpstreamChoice:
+    if path is None:
+        if ref is not None:
+            raise InputError("--ref needs --upstream CHECKOUT (a kernel git checkout)")
+        return None
+    if path.is_dir():
+        if not snapshot.is_checkout(path):
+            raise InputError(f"--upstream {path}: a directory must be a kernel git checkout")
+        return pipeline.GitSnapshot(path, ref or "HEAD")
+    if ref is not None:
+        raise InputError(f"--ref {ref}: only a git checkout has refs, {path} is a file")
+    return path
 
 
 @dataclasses.dataclass(frozen=True)
@@ -209,7 +249,7 @@ class Selection:
     """What to build: the options shared by every command that renders a spec."""
 
     flavour: str
-    local_tarball: Path | None
+    local_tarball: pipeline.UpstreamChoice
     buildid: str | None
 
 
@@ -218,11 +258,15 @@ def selection_options(func: Callable[..., None]) -> Callable[..., None]:
 
     @functools.wraps(func)
     def wrapper(
-        *args: Any, flavour: str, local_tarball: Path | None, buildid: str | None, **kwargs: Any
+        *args: Any,
+        flavour: str,
+        local_tarball: pipeline.UpstreamChoice,
+        buildid: str | None,
+        **kwargs: Any,
     ) -> None:
         func(*args, selection=Selection(flavour, local_tarball, buildid), **kwargs)
 
-    options = (
+    options: tuple[Callable[[Callable[..., None]], Callable[..., None]], ...] = (
         click.option(
             "--buildid",
             default=None,
@@ -233,9 +277,10 @@ def selection_options(func: Callable[..., None]) -> Callable[..., None]:
             "--flavour", default="default", show_default=True, help="Config flavour to build."
         ),
     )
+    decorated: Callable[..., None] = wrapper
     for option in options:
-        wrapper = option(wrapper)
-    return wrapper
+        decorated = option(decorated)
+    return decorated
 
 
 # --- commands ----------------------------------------------------------------
@@ -270,6 +315,40 @@ def new_sources(options: Options, files: tuple[Path, ...]) -> None:
         {"sources": [dataclasses.asdict(e) for e in entries]},
         _echo_lines(e.line() for e in entries),
     )
+
+
+@command(main_group)
+@click.option("--to", "to", required=True, help="Upstream version: 6.1.193, 6.2-rc3, 6.2, ...")
+@click.option("--release", type=int, default=None, help="Release number (default: 1, or the "
+              "next one when the version stays).")  # fmt: skip
+@click.option("-m", "--message", default=None, help="Changelog text (default: Rebase to ...).")
+@click.option("--author", default=None, help="Changelog author 'Name <email>' (default: "
+              "$RPM_PACKAGER, else the newest entry's).")  # fmt: skip
+@click.option("--force", is_flag=True, help="Allow a version that does not sort higher.")
+def bump(
+    options: Options,
+    to: str,
+    release: int | None,
+    message: str | None,
+    author: str | None,
+    force: bool,
+) -> None:
+    """Move to another upstream version: manifest, `sources` (fetched and verified) and
+    changelog, then show what changes in the spec."""
+    with _project(options) as project:
+        done = pipeline.bump_version(
+            project, to, release, message, author, force, datetime.date.today()
+        )
+    plan = done.plan
+    data = {
+        "from": plan.old_evr,
+        "to": plan.new_evr,
+        "sources": [entry.line() for entry in done.entries],
+        "signatures_moved": plan.renamed_signatures,
+        "spec_diff": done.spec_diff,
+    }
+    lines = [f"{plan.old_evr} -> {plan.new_evr}", *done.spec_diff]
+    _emit(options, data, _echo_lines(lines))
 
 
 @command(main_group)
@@ -381,6 +460,79 @@ def local(
 
 
 @command(main_group)
+@click.option("--arch", "arches", multiple=True, help="Arch to build (repeatable; default: all).")
+@selection_options
+@click.option(
+    "--root",
+    "roots",
+    multiple=True,
+    help="mock config (-r) to use: CONFIG with one --arch, else ARCH=CONFIG (repeatable). "
+    "Default: the manifest's mock.roots, else fedora-<N>-x86_64 / fedora-<N>-i386.",
+)
+@click.option(
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Arches built at once (default: all of them, at most one per CPU); make's job "
+    "slots are shared between them.",
+)
+@click.option("--no-clean", is_flag=True, help="Keep the build roots (mock --no-cleanup-after).")
+@click.option(
+    "--results",
+    "results_root",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Results root (default: results/ in the checkout).",
+)
+@click.argument("mock_args", nargs=-1, type=click.UNPROCESSED)
+def mockbuild(
+    options: Options,
+    arches: tuple[str, ...],
+    selection: Selection,
+    roots: tuple[str, ...],
+    jobs: int | None,
+    no_clean: bool,
+    results_root: Path | None,
+    mock_args: tuple[str, ...],
+) -> None:
+    """Build binary RPMs in mock build roots, one per arch, into results/<nvr>/<arch>/.
+
+    Arguments after `--` are passed to every mock run."""
+    root = (results_root or options.repo / "results").resolve()
+    cpus = os.cpu_count() or 1
+    with _project(options) as project:
+        wanted = list(arches) or list(project.manifest.arches)
+        project.check_arches(wanted)
+        chosen = choose_roots(wanted, default_roots(project.manifest.mock_roots), list(roots))
+        backend = MockBackend(
+            project.runner,
+            chosen,
+            jobs=jobs or min(len(wanted), cpus),
+            cpus=cpus,
+            no_clean=no_clean,
+            extra_args=mock_args,
+        )
+        report = pipeline.build(
+            project,
+            backend,
+            selection.flavour,
+            wanted,
+            selection.local_tarball,
+            root,
+            selection.buildid,
+        )
+    lines = [
+        f"{r.arch}: ok in {r.seconds:.0f}s ({chosen[r.arch]}): {', '.join(r.rpms)}"
+        for r in report.arches
+    ]
+    _emit(
+        options,
+        {"report": dataclasses.asdict(report), "roots": chosen},
+        _echo_lines([*lines, f"results: {report.results_dir}"]),
+    )
+
+
+@command(main_group)
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 def lint(options: Options, paths: tuple[Path, ...]) -> None:
     """Run rpmlint with the checkout's kernel-xen.rpmlintrc on specs and packages."""
@@ -438,7 +590,7 @@ def generate(
     options: Options,
     arches: tuple[str, ...],
     flavours: tuple[str, ...],
-    local_tarball: Path | None,
+    local_tarball: pipeline.UpstreamChoice,
     outdir: Path,
 ) -> None:
     """Merge the fragments and resolve them with the kernel's own kconfig."""
@@ -457,7 +609,7 @@ def check(
     options: Options,
     arches: tuple[str, ...],
     flavours: tuple[str, ...],
-    local_tarball: Path | None,
+    local_tarball: pipeline.UpstreamChoice,
     strict: bool,
     show_new: bool,
 ) -> None:
@@ -496,7 +648,7 @@ def explain(
     symbol: str,
     arches: tuple[str, ...],
     flavours: tuple[str, ...],
-    local_tarball: Path | None,
+    local_tarball: pipeline.UpstreamChoice,
 ) -> None:
     """Where SYMBOL is set, its final value per arch/flavour, and its Kconfig definition."""
     name = configcheck.symbol_name(symbol)
@@ -538,7 +690,7 @@ def _edit(
     all_arches: bool,
     flavours: tuple[str, ...],
     layer: str | None,
-    local_tarball: Path | None,
+    local_tarball: pipeline.UpstreamChoice,
 ) -> None:
     if bool(arches) == all_arches:
         raise InputError("name the arches: --arch A (repeatable) or --all-arches")
@@ -604,7 +756,7 @@ def diff(
     revisions: tuple[str, ...],
     arches: tuple[str, ...],
     flavours: tuple[str, ...],
-    local_tarball: Path | None,
+    local_tarball: pipeline.UpstreamChoice,
     new_tarball: Path | None,
 ) -> None:
     """Final-config differences between git revisions A and B of configs/ (default: HEAD
@@ -630,7 +782,7 @@ def _rebase_preview(
     revisions: tuple[str, ...],
     arches: tuple[str, ...],
     flavours: tuple[str, ...],
-    local_tarball: Path | None,
+    local_tarball: pipeline.UpstreamChoice,
     new_tarball: Path,
 ) -> None:
     if len(revisions) > 1:
@@ -683,6 +835,369 @@ class ConfigCheckFailed(ConfigError):
     def __init__(self, message: str, details: list[str], payload: dict[str, Any]) -> None:
         super().__init__(message, details=details)
         self.payload = payload
+
+
+# --- patches -------------------------------------------------------------------
+
+
+@main_group.group(name="patches")
+def patches_group() -> None:
+    """The downstream patch series (patches/series): list, add, check, refresh."""
+
+
+_CHANGE_MARKS = {"modify": "M", "create": "A", "delete": "D", "rename": "R", "copy": "C"}
+
+
+def _patch_lines(patch: patches.Patch, changes: list[patches.FileChange]) -> list[str]:
+    lines = [f"{patch.name} -p{patch.strip}"]
+    for change in changes:
+        name = f"{change.old_path} -> {change.path}" if change.old_path else change.path
+        mark = _CHANGE_MARKS.get(change.change, "T")
+        lines.append(f"  {mark} {name} ({change.hunks} hunk(s))")
+    return lines
+
+
+def _patch_dict(patch: patches.Patch, changes: list[patches.FileChange]) -> dict[str, Any]:
+    return {
+        "name": patch.name,
+        "strip": patch.strip,
+        "line": patch.line,
+        "files": [dataclasses.asdict(change) for change in changes],
+    }
+
+
+@command(patches_group, name="list")
+def patches_list(options: Options) -> None:
+    """The series in order, with strip level and the files each patch touches."""
+    with _project(options) as project:
+        listed = pipeline.list_patches(project)
+    lines = [line for patch, changes in listed for line in _patch_lines(patch, changes)]
+    _emit(
+        options,
+        {"patches": [_patch_dict(patch, changes) for patch, changes in listed]},
+        _echo_lines(lines or ["the series is empty"]),
+    )
+
+
+@command(patches_group, name="add")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--after", default=None, metavar="NAME", help="Insert after this patch.")
+@click.option(
+    "-p",
+    "--strip",
+    default=1,
+    show_default=True,
+    type=click.IntRange(0, 9),
+    help="Strip level the patch is applied with (patch -pN).",
+)
+def patches_add(options: Options, file: Path, after: str | None, strip: int) -> None:
+    """Copy FILE into patches/ and list it in the series after NAME (default: at the end)."""
+    with _project(options) as project:
+        added = pipeline.add_patch(project, file, after, strip)
+    where = f"patches/series:{added.patch.line}: added"
+    _emit(
+        options,
+        {"added": _patch_dict(added.patch, added.changes), "after": after},
+        _echo_lines([where, *_patch_lines(added.patch, added.changes)]),
+    )
+
+
+def _series_result(options: Options, report: patchapply.SeriesReport) -> None:
+    version = report.upstream.get("version")
+    closing = f"{report.total} patch(es) apply to Linux {version} as %prep applies them"
+    _emit(options, {"report": dataclasses.asdict(report)}, _echo_lines([*report.lines(), closing]))
+
+
+@command(patches_group, name="check")
+@UPSTREAM_OPTION
+def patches_check(options: Options, local_tarball: pipeline.UpstreamChoice) -> None:
+    """Apply the series to a copy of the pristine tree as strictly as %prep (--fuzz=0)."""
+    with _project(options) as project:
+        up = pipeline.resolve_upstream(project, local_tarball)
+        report = pipeline.check_patches(project, up)
+    _series_result(options, report)
+
+
+@command(patches_group, name="refresh")
+@click.option(
+    "--upstream",
+    "new_tarball",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The new upstream tarball to check every patch against.",
+)
+def patches_refresh(options: Options, new_tarball: Path) -> None:
+    """How every patch applies to another upstream tree: cleanly, with offset, with fuzz
+    (fails in %prep) or not at all; exits 11 if any fails or needs fuzz."""
+    with _project(options) as project:
+        up = pipeline.resolve_upstream(project, new_tarball)
+        report = pipeline.refresh_patches(project, up)
+    bad = [outcome for outcome in report.outcomes if not outcome.ok]
+    if bad:
+        raise patchapply.SeriesFailed(
+            f"{len(bad)} of {report.total} patch(es) fail or need fuzz on Linux {up.version}",
+            details=report.lines(),
+            report=report,
+        )
+    _series_result(options, report)
+
+
+# --- koji ----------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class HubChoice:
+    """Which koji profile to use and who we are there."""
+
+    profile: str
+    config_file: Path | None
+    user: str | None
+
+
+def koji_options(func: Callable[..., None]) -> Callable[..., None]:
+    """--profile/--koji-config/--user, handed to `func` as one `HubChoice`."""
+
+    @functools.wraps(func)
+    def wrapper(
+        *args: Any, profile: str, koji_config: Path | None, user: str | None, **kwargs: Any
+    ) -> None:
+        func(*args, hub=HubChoice(profile, koji_config, user), **kwargs)
+
+    options = (
+        click.option(
+            "--user",
+            default=None,
+            help="User for password login (the password comes from $KXEN_KOJI_PASSWORD).",
+        ),
+        click.option(
+            "--koji-config",
+            type=click.Path(exists=True, dir_okay=False, path_type=Path),
+            default=None,
+            help="A koji config file to read instead of ~/.koji/config(.d).",
+        ),
+        click.option(
+            "--profile", default="koji", show_default=True, help="The koji profile to use."
+        ),
+    )
+    decorated: Callable[..., None] = wrapper
+    for option in options:
+        decorated = option(decorated)
+    return decorated
+
+
+def _koji_driver(hub: HubChoice, progress: Any) -> kojidriver.KojiDriver:
+    profile = kojidriver.load_profile(
+        hub.profile, hub.config_file, hub.user, os.environ.get("KXEN_KOJI_PASSWORD")
+    )
+    seen: list[list[tuple[int, str]]] = []
+
+    def show(tree: kojidriver.TaskTree) -> None:
+        states = [(view.id, view.state) for view in (tree.root, *tree.children)]
+        if not seen or seen[-1] != states:
+            seen.append(states)
+            for line in tree.lines():
+                stderr.print(neutralise(line), markup=False)
+
+    return kojidriver.KojiDriver(profile, progress=progress, on_tasks=show)
+
+
+def _watch_task(
+    options: Options, driver: kojidriver.KojiDriver, task_id: int, cancel_on_interrupt: bool
+) -> kojidriver.TaskTree:
+    """Watch until done; Ctrl-C stops watching (and cancels only if asked)."""
+    try:
+        return driver.watch(task_id)
+    except KeyboardInterrupt:
+        error = Interrupted(signal.SIGINT)
+        if cancel_on_interrupt:
+            driver.cancel(task_id)
+            error.details = [f"koji task {task_id} was canceled"]
+        else:
+            error.details = [
+                f"koji task {task_id} keeps running on the hub",
+                f"resume with: {driver.profile.command('watch', task_id)}",
+            ]
+        _fail(options, error, {"task_id": task_id})
+        raise
+
+
+def _downloaded(options: Options, done: kojidriver.Downloaded) -> None:
+    lines = [f"{arch}: {', '.join(files)}" for arch, files in sorted(done.arches.items())]
+    _emit(
+        options,
+        {
+            "task_id": done.task_id,
+            "nvr": done.nvr,
+            "results_dir": str(done.results_dir),
+            "arches": done.arches,
+        },
+        _echo_lines([*lines, f"results: {done.results_dir}"]),
+    )
+
+
+RESULTS_OPTION = click.option(
+    "--results",
+    "results_root",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Results root (default: results/ in the checkout).",
+)
+
+
+@command(main_group, name="scratch-build")
+@koji_options
+@click.option("--target", default=None, help="The koji build target (default: the package name).")
+@click.option(
+    "--arch-override", default=None, help="Comma-separated arches to build (default: the tag's)."
+)
+@click.option("--nowait", is_flag=True, help="Submit and print the task id without watching.")
+@click.option(
+    "--cancel-on-interrupt", is_flag=True, help="Ctrl-C cancels the build instead of detaching."
+)
+@click.option(
+    "--srpm",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Submit this SRPM instead of building one from the checkout.",
+)
+@RESULTS_OPTION
+@selection_options
+def scratch_build(
+    options: Options,
+    hub: HubChoice,
+    target: str | None,
+    arch_override: str | None,
+    nowait: bool,
+    cancel_on_interrupt: bool,
+    srpm: Path | None,
+    results_root: Path | None,
+    selection: Selection,
+) -> None:
+    """Scratch-build the SRPM on a koji hub, watch it and download the RPMs."""
+    root = (results_root or options.repo / "results").resolve()
+    arches = [a.strip() for a in (arch_override or "").split(",") if a.strip()]
+    with _project(options) as project:
+        if arches:
+            project.check_arches(arches)
+        driver = _koji_driver(hub, project.progress)
+        driver.login()
+        target_name = target or project.manifest.name
+        driver.check_target(target_name)
+        if srpm is not None:
+            src = driver.upload(srpm.resolve())
+        else:
+            with scratch_dir(
+                root.parent if root.parent.is_dir() else Path.cwd(), ".kxen-srpm-"
+            ) as work:
+                prepared = pipeline.prepare(
+                    project, selection.flavour, selection.local_tarball, work, selection.buildid
+                )
+                src = driver.upload(pipeline.build_srpm(project, prepared, work))
+        task_id = driver.submit(src, target_name, kojidriver.scratch_opts(arches))
+        stderr.print(f"koji task {task_id} ({driver.profile.server})", markup=False)
+        if nowait:
+            _emit(
+                options,
+                {"task_id": task_id, "watch": driver.profile.command("watch", task_id)},
+                _echo_lines([str(task_id)]),
+            )
+            return
+        _watch_task(options, driver, task_id, cancel_on_interrupt)
+        done = driver.download(task_id, root)
+    _downloaded(options, done)
+
+
+@command(main_group, name="build")
+@koji_options
+@click.option("--target", default=None, help="The koji build target (default: the package name).")
+@click.option(
+    "--scm-url",
+    default=None,
+    help="git+https:// URL of this repository as koji fetches it (default: the origin remote).",
+)
+@click.option(
+    "--commit",
+    default=None,
+    help="The pushed commit to build (default: HEAD, which must be clean).",
+)
+@click.option("--nowait", is_flag=True, help="Submit and print the task id without watching.")
+@click.option(
+    "--cancel-on-interrupt", is_flag=True, help="Ctrl-C cancels the build instead of detaching."
+)
+@RESULTS_OPTION
+def release_build(
+    options: Options,
+    hub: HubChoice,
+    target: str | None,
+    scm_url: str | None,
+    commit: str | None,
+    nowait: bool,
+    cancel_on_interrupt: bool,
+    results_root: Path | None,
+) -> None:
+    """Release (non-scratch) build on a koji hub from this repository's SCM URL."""
+    root = (results_root or options.repo / "results").resolve()
+    with _project(options) as project:
+        source = kojidriver.scm_url(project.root, project.runner, scm_url, commit)
+        driver = _koji_driver(hub, project.progress)
+        driver.login()
+        target_name = target or project.manifest.name
+        target_info = driver.check_target(target_name)
+        driver.check_package(target_info, project.manifest.name)
+        task_id = driver.submit(source, target_name, {})
+        stderr.print(f"koji task {task_id}: {source} ({driver.profile.server})", markup=False)
+        if nowait:
+            _emit(
+                options,
+                {
+                    "task_id": task_id,
+                    "source": source,
+                    "watch": driver.profile.command("watch", task_id),
+                },
+                _echo_lines([str(task_id)]),
+            )
+            return
+        _watch_task(options, driver, task_id, cancel_on_interrupt)
+        done = driver.download(task_id, root)
+    _downloaded(options, done)
+
+
+@main_group.group(name="koji")
+def koji_group() -> None:
+    """Follow and fetch koji tasks (resume after an interrupted scratch-build)."""
+
+
+@command(koji_group, name="watch")
+@koji_options
+@click.option(
+    "--cancel-on-interrupt", is_flag=True, help="Ctrl-C cancels the build instead of detaching."
+)
+@click.argument("task_id", type=int)
+def koji_watch(options: Options, hub: HubChoice, cancel_on_interrupt: bool, task_id: int) -> None:
+    """Watch a koji task tree until it is done (exit 5 if it failed)."""
+    with TerminalProgress(stderr) as progress:
+        driver = _koji_driver(hub, progress)
+        tree = _watch_task(options, driver, task_id, cancel_on_interrupt)
+    _emit(
+        options,
+        {"task_id": task_id, "state": tree.root.state, "tasks": tree.lines()},
+        _echo_lines([f"koji task {task_id}: {tree.root.state}"]),
+    )
+
+
+@command(koji_group, name="download")
+@koji_options
+@RESULTS_OPTION
+@click.argument("task_id", type=int)
+def koji_download(
+    options: Options, hub: HubChoice, results_root: Path | None, task_id: int
+) -> None:
+    """Download every RPM and log of a finished koji build task into results/<nvr>/<arch>/."""
+    root = (results_root or options.repo / "results").resolve()
+    with TerminalProgress(stderr) as progress:
+        driver = _koji_driver(hub, progress)
+        done = driver.download(task_id, root)
+    _downloaded(options, done)
 
 
 def main() -> None:

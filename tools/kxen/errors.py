@@ -22,6 +22,8 @@ class ExitCode(IntEnum):
     PUBLISH = 8  # results could not be written
     LINT = 9  # rpmlint reported errors
     NO_SPACE = 10  # too little free disk for the work asked for
+    PATCH = 11  # a downstream patch does not apply as %prep applies it (--fuzz=0)
+    HUB = 12  # the koji hub stayed unreachable/offline after retries, or refused the login
     INTERRUPTED = 130  # SIGINT
     TERMINATED = 143  # SIGTERM
 
@@ -85,6 +87,18 @@ class NoSpaceError(KxenError):
 
 class LintError(KxenError):
     exit_code = ExitCode.LINT
+
+
+class PatchError(KxenError):
+    """A downstream patch fails, or needs fuzz, on the upstream tree."""
+
+    exit_code = ExitCode.PATCH
+
+
+class HubError(KxenError):
+    """The koji hub could not be reached (after bounded retries) or refused us."""
+
+    exit_code = ExitCode.HUB
 
 
 class Interrupted(KxenError):

@@ -34,6 +34,18 @@ class ChangelogEntry:
 
 
 @dataclass(frozen=True)
+class SignatureRule:
+    """`upstream.signatures[i]`: the detached signature of one upstream file and the
+    fingerprints of the keys allowed to make it (see `kxen.signatures`)."""
+
+    file: str
+    signature: str
+    keys: tuple[str, ...]
+    where: str
+    """`kernel-xen.yaml:<line>: upstream.signatures[i]`, for messages about this rule."""
+
+
+@dataclass(frozen=True)
 class Manifest:
     path: Path
     name: str
@@ -47,10 +59,16 @@ class Manifest:
     arches: tuple[str, ...]
     flavours: tuple[str, ...]
     changelog: tuple[ChangelogEntry, ...]
+    signatures: tuple[SignatureRule, ...] = ()
+    mock_roots: tuple[tuple[str, str], ...] = ()
+    """`mock.roots`: the mock config per arch, overriding kxen's default Fedora roots."""
 
     @property
     def root(self) -> Path:
         return self.path.parent
+
+    def signature_rule(self, filename: str) -> SignatureRule | None:
+        return next((rule for rule in self.signatures if rule.file == filename), None)
 
 
 class _Loader(yaml.SafeLoader):
@@ -184,7 +202,8 @@ def _describe(error: jsonschema.ValidationError, written: str | None) -> str:
         options = error.validator_value if isinstance(error.validator_value, list) else []
         return f"{value!r} is not one of {', '.join(map(str, options))}"
     if kind == "pattern":
-        return f"invalid value {value!r}"
+        hint = error.schema.get("description") if isinstance(error.schema, dict) else None
+        return f"invalid value {value!r}" + (f": {hint}" if hint else "")
     if kind in ("minimum", "maximum", "minLength", "maxLength", "minItems", "uniqueItems"):
         return f"invalid value {value!r}: {error.message}"
     return error.message
@@ -265,7 +284,48 @@ def _build(data: dict[str, Any], node: yaml.Node | None, path: Path) -> Manifest
         arches=tuple(data["arches"]),
         flavours=tuple(data["flavours"]),
         changelog=tuple(changelog),
+        signatures=_signature_rules(up.get("signatures", []), upstream, node, path),
+        mock_roots=tuple(sorted(data.get("mock", {}).get("roots", {}).items())),
     )
+
+
+def default_signature_name(filename: str) -> str:
+    """kernel.org's name for the signature of a file: the uncompressed name + `.sign`
+    (`linux-6.1.tar.xz` -> `linux-6.1.tar.sign`), since it signs the uncompressed data."""
+    for suffix in (".xz", ".bz2", ".gz"):
+        if filename.endswith(suffix):
+            return filename.removesuffix(suffix) + ".sign"
+    return filename + ".sign"
+
+
+def _signature_rules(
+    items: list[dict[str, Any]], version: UpstreamVersion, node: yaml.Node | None, path: Path
+) -> tuple[SignatureRule, ...]:
+    """Each rule must name an upstream file of this version, once, and a signature name
+    that cannot collide with an upstream file in the lookaside cache."""
+    rules: list[SignatureRule] = []
+    for index, item in enumerate(items):
+        field = f"upstream.signatures[{index}]"
+
+        def refuse(key: str, problem: str, field: str = field, index: int = index) -> InputError:
+            line = _line_of(node, ["upstream", "signatures", index, key])
+            return InputError(f"{path}:{line}: {field}.{key}: {problem}")
+
+        name = item["file"]
+        if name not in version.files:
+            raise refuse(
+                "file",
+                f"{name} is not an upstream file of {version} (its files: "
+                f"{', '.join(version.files)})",
+            )
+        if any(rule.file == name for rule in rules):
+            raise refuse("file", f"{name} already has a signature rule")
+        signature = item.get("signature", default_signature_name(name))
+        if ".." in signature or signature in version.files:
+            raise refuse("signature", f"invalid signature file name {signature!r}")
+        line = _line_of(node, ["upstream", "signatures", index])
+        rules.append(SignatureRule(name, signature, tuple(item["keys"]), f"{path}:{line}: {field}"))
+    return tuple(rules)
 
 
 def find(start: Path) -> Path:

@@ -7,22 +7,27 @@ what it needs; data only flows forward.
 from __future__ import annotations
 
 import concurrent.futures
+import datetime as dt
 import multiprocessing
 import os
 import shutil
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from . import (
+    bump,
     configcheck,
     configedit,
     configs,
     kconfig,
     manifest,
+    patchapply,
     patches,
     results,
+    signatures,
     sources,
     spec,
     srpm,
@@ -31,9 +36,10 @@ from . import (
 )
 from .backends.base import ArchResult, Backend, BuildRequest
 from .errors import BuildError, ConfigError, InputError, KxenError
-from .fsutil import scratch_dir
+from .fsutil import atomic_write_text, scratch_dir
 from .progress import Progress
 from .runner import Runner
+from .versions import UpstreamVersion
 
 
 def default_cache_dir() -> Path:
@@ -95,9 +101,78 @@ def fetch_sources(project: Project) -> list[tuple[sources.SourceEntry, Path, boo
             ) from None
         urls = sources.mirror_urls(project.manifest.mirrors, relative)
         project.progress.phase("sources", entry.filename)
-        path, downloaded = project.lookaside.fetch(entry, urls, project.progress.transfer)
+        verifier = signatures.verifier_for(project.manifest, entry.filename, project.runner)
+        path, downloaded = project.lookaside.fetch(entry, urls, project.progress.transfer, verifier)
         fetched.append((entry, path, downloaded))
     return fetched
+
+
+@dataclass(frozen=True)
+class Bumped:
+    plan: bump.Plan
+    entries: list[sources.SourceEntry]
+    spec_diff: list[str]
+
+
+def bump_version(
+    project: Project,
+    to: str,
+    release: int | None,
+    message: str | None,
+    author: str | None,
+    force: bool,
+    today: dt.date,
+) -> Bumped:
+    """`kxen bump`: new version, release, changelog and sources, written only if all of it
+    (downloads and signature checks included) succeeded."""
+    current = project.manifest
+    try:
+        new = UpstreamVersion.parse(to)
+    except ValueError as exc:
+        raise InputError(f"--to: {exc}") from None
+    number = bump.target_release(current, new, release)
+    bump.check_direction(current, new, number, force)
+    who = author or os.environ.get("RPM_PACKAGER") or current.changelog[0].author
+    change = message or bump.default_change(new, current.upstream)
+    text = current.path.read_text(encoding="utf-8")
+    plan = bump.plan(current, text, new, number, change, who, today)
+    edited = manifest.parse(plan.manifest_text, current.path)
+    sources_path = project.root / sources.SOURCES_NAME
+    listed = sources.parse_sources(sources_path)
+    entries = [_bumped_entry(project, edited, name, listed) for name in new.files]
+    retired = set(current.upstream.files) | set(new.files)
+    entries += [entry for entry in listed if entry.filename not in retired]
+    diff = bump.spec_diff(
+        _rendered_spec(project, current), _rendered_spec(project, edited), Path("kernel-xen.spec")
+    )
+    sources.write_sources(sources_path, entries)
+    atomic_write_text(current.path, plan.manifest_text)
+    return Bumped(plan, entries, diff)
+
+
+def _bumped_entry(
+    project: Project, edited: manifest.Manifest, name: str, listed: list[sources.SourceEntry]
+) -> sources.SourceEntry:
+    known = next((entry for entry in listed if entry.filename == name), None)
+    if known is not None:
+        return known
+    project.progress.phase("sources", name)
+    urls = sources.mirror_urls(edited.mirrors, edited.upstream.path_of(name))
+    verifier = signatures.verifier_for(edited, name, project.runner)
+    return project.lookaside.adopt(name, urls, project.progress.transfer, verifier)
+
+
+def _rendered_spec(project: Project, which: manifest.Manifest) -> str:
+    up = upstream.named(which)
+    inputs = spec.SpecInputs(
+        manifest=which,
+        upstream=up,
+        flavour="default",
+        buildid=spec.effective_buildid(which, "default", None),
+        patches=tuple(patches.load_series(project.root / "patches")),
+        config_names=spec.config_names(which, up, "default"),
+    )
+    return spec.render(inputs, project.root / "specs")
 
 
 def new_sources(project: Project, files: list[Path]) -> list[sources.SourceEntry]:
@@ -107,11 +182,30 @@ def new_sources(project: Project, files: list[Path]) -> list[sources.SourceEntry
     return entries
 
 
-def resolve_upstream(project: Project, local_tarball: Path | None) -> upstream.Upstream:
+@dataclass(frozen=True)
+class GitSnapshot:
+    """`--upstream CHECKOUT --ref REF`: build a snapshot of a kernel git checkout."""
+
+    repo: Path
+    ref: str
+
+
+UpstreamChoice = Path | GitSnapshot | None
+"""A local tarball, a git snapshot, or None for the manifest's kernel.org files."""
+
+
+def resolve_upstream(project: Project, local_tarball: UpstreamChoice) -> upstream.Upstream:
     project.progress.phase("sources")
+    if isinstance(local_tarball, GitSnapshot):
+        project.progress.phase("snapshot", f"git archive {local_tarball.ref}")
+        return upstream.from_git(
+            local_tarball.repo, local_tarball.ref, project.cache, project.runner
+        )
     if local_tarball is not None:
         return upstream.from_tarball(local_tarball, project.cache)
-    return upstream.from_manifest(project.manifest, project.lookaside, project.progress.transfer)
+    return upstream.from_manifest(
+        project.manifest, project.lookaside, project.progress.transfer, project.runner
+    )
 
 
 # --- configs, spec, SRPM ---------------------------------------------------
@@ -355,7 +449,7 @@ def _configs_at(project: Project, revision: str, into: Path) -> Path:
 def prepare(
     project: Project,
     flavour: str,
-    local_tarball: Path | None,
+    local_tarball: UpstreamChoice,
     workdir: Path,
     buildid: str | None = None,
 ) -> Prepared:
@@ -378,6 +472,59 @@ def build_srpm(project: Project, prepared: Prepared, outdir: Path) -> Path:
         outdir,
         project.runner,
     )
+
+
+# --- patches ---------------------------------------------------------------
+
+
+def list_patches(project: Project) -> list[tuple[patches.Patch, list[patches.FileChange]]]:
+    """`kxen patches list`: the series in order and the files each patch touches."""
+    project.progress.phase("patches", "reading the series")
+    series = patches.load_series(project.root / "patches")
+    return [(patch, patches.file_changes(patch.path, patch.strip)) for patch in series]
+
+
+def add_patch(project: Project, source: Path, after: str | None, strip: int) -> patches.Added:
+    """`kxen patches add`: copy the patch into patches/ and list it in the series."""
+    project.progress.phase("patches", f"adding {source.name}")
+    return patches.add_patch(project.root / "patches", source, after, strip)
+
+
+def check_patches(project: Project, up: upstream.Upstream) -> patchapply.SeriesReport:
+    """`kxen patches check`: the series on a copy of the pristine tree, as strict as %prep;
+    the first patch that fails (or needs fuzz) stops it."""
+    report = _apply_to_copy(project, up, keep_going=False)
+    if not report.ok:
+        failed = report.outcomes[-1]
+        raise patchapply.SeriesFailed(
+            f"{failed.describe()}: {failed.culprit()} "
+            f"(series line {failed.line}, patch {len(report.outcomes)} of {report.total})",
+            details=failed.details(),
+            report=report,
+        )
+    return report
+
+
+def refresh_patches(project: Project, up: upstream.Upstream) -> patchapply.SeriesReport:
+    """`kxen patches refresh`: every patch against another upstream tree (after a bump),
+    through the whole series; the caller decides what counts as failure."""
+    return _apply_to_copy(project, up, keep_going=True)
+
+
+def _apply_to_copy(
+    project: Project, up: upstream.Upstream, *, keep_going: bool
+) -> patchapply.SeriesReport:
+    series = patches.load_series(project.root / "patches")
+    project.progress.phase("tree", f"Linux {up.version}")
+    pristine = upstream.prepared_tree(up, project.cache, project.runner)
+    project.progress.phase("copy", f"cp -al {pristine.name}")
+    # Beside the cached trees: hard links need the same file system.
+    with patchapply.hardlinked_copy(pristine, pristine.parent.parent, project.runner) as tree:
+        outcomes = patchapply.apply_series(
+            tree, series, project.runner, project.progress, keep_going=keep_going
+        )
+        project.progress.phase("cleanup", "removing the scratch tree")
+    return patchapply.SeriesReport(up.describe(), len(series), outcomes)
 
 
 # --- binary builds ---------------------------------------------------------
@@ -403,7 +550,7 @@ def build(
     backend: Backend,
     flavour: str,
     arches: list[str],
-    local_tarball: Path | None,
+    local_tarball: UpstreamChoice,
     results_root: Path,
     buildid: str | None = None,
 ) -> BuildReport:
@@ -424,13 +571,9 @@ def build(
                 "upstream": prepared.upstream.describe(),
                 "srpm": srpm_path.name,
             }
-            outcomes = []
-            for arch in arches:
-                project.progress.phase(f"build {arch}", prepared.nvr)
-                outcome = _build_arch(backend, srpm_path, arch, nvr_dir, record, project.progress)
-                outcomes.append(outcome)
-                if not outcome.ok:
-                    break
+            outcomes = build_arches(
+                backend, srpm_path, arches, nvr_dir, record, project.runner, project.progress
+            )
     report = BuildReport(
         nvr=prepared.nvr,
         backend=backend.name,
@@ -442,7 +585,8 @@ def build(
     )
     if not report.ok:
         failed = next(result for result in outcomes if not result.ok)
-        log = results_root / prepared.nvr / f"failed-{failed.arch}" / "build.log"
+        log_name = failed.logs[0] if failed.logs else "build.log"
+        log = results_root / prepared.nvr / f"failed-{failed.arch}" / log_name
         raise BuildFailed(
             f"{failed.arch}: build failed: {failed.error} (log: {log})", failed.error_lines, report
         )
@@ -453,6 +597,57 @@ class BuildFailed(BuildError):
     def __init__(self, message: str, details: list[str], report: BuildReport) -> None:
         super().__init__(message, details=details)
         self.report = report
+
+
+def build_arches(
+    backend: Backend,
+    srpm_path: Path,
+    arches: list[str],
+    nvr_dir: Path,
+    record: dict[str, Any],
+    runner: Runner,
+    progress: Progress,
+) -> list[ArchResult]:
+    """One backend build per arch, each published as it finishes; stops at the first failure.
+
+    Backends with `jobs > 1` (mock) build up to that many arches at once, one thread each;
+    once one fails, arches not started yet are not started. Ctrl-C/SIGTERM reach the main
+    thread: it stops every command of every thread (their process groups) and re-raises."""
+    jobs = min(getattr(backend, "jobs", 1), len(arches))
+    if jobs <= 1:
+        outcomes = []
+        for arch in arches:
+            progress.phase(f"build {arch}", srpm_path.name.removesuffix(".src.rpm"))
+            outcome = _build_arch(backend, srpm_path, arch, nvr_dir, record, progress)
+            outcomes.append(outcome)
+            if not outcome.ok:
+                break
+        return outcomes
+    progress.phase(f"build {', '.join(arches)}", f"{jobs} at a time")
+    failed = threading.Event()
+
+    def one(arch: str) -> ArchResult | None:
+        if failed.is_set():
+            return None
+        outcome = _build_arch(backend, srpm_path, arch, nvr_dir, record, progress)
+        if not outcome.ok:
+            failed.set()
+        return outcome
+
+    pool = concurrent.futures.ThreadPoolExecutor(jobs, thread_name_prefix="kxen-build")
+    futures: list[concurrent.futures.Future[ArchResult | None]] = []
+    try:
+        futures = [pool.submit(one, arch) for arch in arches]
+        done = [future.result() for future in futures]
+    except BaseException:
+        failed.set()
+        for future in futures:
+            future.cancel()
+        runner.stop_all()
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+    return [outcome for outcome in done if outcome is not None]
 
 
 def _build_arch(
@@ -466,7 +661,8 @@ def _build_arch(
     with results.staging_for(nvr_dir, arch) as staging:
         outcome = backend.build(BuildRequest(srpm_path, arch, staging), progress)
         if outcome.ok:
-            os.link(srpm_path, staging / srpm_path.name)
+            if not (staging / srpm_path.name).exists():  # mock leaves the rebuilt SRPM
+                os.link(srpm_path, staging / srpm_path.name)
             results.publish(staging, nvr_dir / arch, outcome, record)
             shutil.rmtree(nvr_dir / f"failed-{arch}", ignore_errors=True)  # superseded
         else:

@@ -5,6 +5,7 @@
 accepted too). Files live in a content-addressed cache; a download goes to an
 untrusted temporary name in the cache, is verified, and only then renamed to
 its final name, so a failed or tampered download never becomes a cached file.
+A `Verifier` (the manifest's signatures, `kxen.signatures`) checks it in between.
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ import shutil
 import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from .errors import InputError, SourceError
 from .fsutil import atomic_write_text
@@ -33,6 +35,20 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9_+][A-Za-z0-9._+~-]*$")
 
 ProgressSink = Callable[[str, int, int | None], None]
 """Called as (file name, bytes done, total bytes or None)."""
+
+
+class Verifier(Protocol):
+    """A check beyond the digest (a detached signature); raises SourceError on failure."""
+
+    def downloaded(self, path: Path, url: str, directory: Path) -> None:
+        """Check a download, still at its untrusted temporary name, that came from `url`.
+
+        Runs before the rename into the cache; may keep its evidence in `directory`
+        (the cache directory of the file) once the check passed.
+        """
+
+    def cached(self, path: Path, urls: Sequence[str]) -> None:
+        """Check (or find earlier evidence for) a cached file before it is reused."""
 
 
 @dataclass(frozen=True)
@@ -118,27 +134,44 @@ class Lookaside:
         return None
 
     def fetch(
-        self, entry: SourceEntry, urls: Iterable[str], progress: ProgressSink | None = None
+        self,
+        entry: SourceEntry,
+        urls: Iterable[str],
+        progress: ProgressSink | None = None,
+        verifier: Verifier | None = None,
     ) -> tuple[Path, bool]:
-        """Return (path, downloaded): reuse a good cached copy or download and verify."""
+        """Return (path, downloaded): reuse a good cached copy or download and verify.
+
+        A `verifier` sees every download before it enters the cache and every cached
+        copy before it is reused; its failure leaves the cache as it was.
+        """
+        urls = list(urls)
         cached = self.cached(entry)
         if cached:
+            if verifier is not None:
+                verifier.cached(cached, urls)
             return cached, False
         failures: list[str] = []
         mismatch: SourceError | None = None
         for url in urls:
             try:
-                return self._download(entry, url, progress), True
+                return self._download(entry, url, progress, verifier), True
             except _TransportError as exc:
                 failures.append(f"{url}: {exc}")
             except SourceError as exc:  # that mirror served other bytes: try the next one
                 mismatch = mismatch or exc
                 failures.append(exc.message)
-        if mismatch is not None:
-            raise SourceError(mismatch.message, details=failures)
+        if mismatch is not None:  # the details list every mirror's failure, if several
+            raise SourceError(mismatch.message, details=failures if len(failures) > 1 else [])
         raise SourceError(f"{entry.filename}: could not download from any mirror", details=failures)
 
-    def _download(self, entry: SourceEntry, url: str, progress: ProgressSink | None) -> Path:
+    def _download(
+        self,
+        entry: SourceEntry,
+        url: str,
+        progress: ProgressSink | None,
+        verifier: Verifier | None = None,
+    ) -> Path:
         final = self.path_for(entry)
         final.parent.mkdir(parents=True, exist_ok=True)
         hasher = hashlib.new(entry.algorithm.lower())
@@ -153,12 +186,49 @@ class Lookaside:
                     f"{entry.filename}: {entry.algorithm} mismatch: expected {entry.digest}, "
                     f"got {actual} (from {url})"
                 )
+            if verifier is not None:
+                verifier.downloaded(tmp, url, final.parent)
             os.chmod(tmp, 0o444)
             os.replace(tmp, final)
         finally:
             tmp.unlink(missing_ok=True)
             _remove_if_empty(final.parent)
         return final
+
+    def adopt(
+        self,
+        filename: str,
+        urls: Iterable[str],
+        progress: ProgressSink | None = None,
+        verifier: Verifier | None = None,
+    ) -> SourceEntry:
+        """Download a file no `sources` entry pins yet (`kxen bump`): its SHA512 is taken
+        from what arrives, so the declared signature, if any, is the only check; it runs
+        before the file enters the cache."""
+        check_filename(filename, "upstream file")
+        incoming = self.root / ".incoming"
+        incoming.mkdir(parents=True, exist_ok=True)
+        failures: list[str] = []
+        for url in urls:
+            fd, tmp_name = tempfile.mkstemp(prefix=".untrusted-", dir=incoming)
+            tmp = Path(tmp_name)
+            try:
+                hasher = hashlib.new(NEW_SOURCES_ALGORITHM.lower())
+                with os.fdopen(fd, "wb") as out:
+                    _copy_url(url, out, hasher, filename, progress)
+                entry = SourceEntry(NEW_SOURCES_ALGORITHM, filename, hasher.hexdigest())
+                final = self.path_for(entry)
+                final.parent.mkdir(parents=True, exist_ok=True)
+                if verifier is not None:
+                    verifier.downloaded(tmp, url, final.parent)
+                os.chmod(tmp, 0o444)
+                os.replace(tmp, final)
+                return entry
+            except _TransportError as exc:
+                failures.append(f"{url}: {exc}")
+            finally:
+                tmp.unlink(missing_ok=True)
+        raise SourceError(f"{filename}: could not download from any mirror", details=failures)
 
     def import_file(self, source: Path) -> SourceEntry:
         """Put a local file into the cache under its SHA512 (new-sources)."""

@@ -23,7 +23,7 @@ from .errors import InputError
 from .fsutil import atomic_write_text
 from .manifest import Manifest
 from .patches import Patch
-from .upstream import ORIGIN_LOCAL_TARBALL, Upstream
+from .upstream import Upstream
 from .versions import UpstreamVersion, kernel_release
 
 TEMPLATE_NAME = "kernel-xen.spec.j2"
@@ -33,7 +33,12 @@ PATCH_BASE = 1
 BUILDID_RE = re.compile(r"\.[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*")
 _TOKEN_RE = re.compile(r"[A-Za-z0-9._+~^:/=@()*| ,-]*")
 # xz -T0 decompresses multi-block archives (kernel.org's are) in parallel; older xz ignores it.
-_DECOMPRESS = {".xz": "xz -T0 -dc", ".bz2": "bzip2 -dc", ".gz": "gzip -dc"}
+_DECOMPRESS = {
+    ".xz": "xz -T0 -dc",
+    ".bz2": "bzip2 -dc",
+    ".gz": "gzip -dc",
+    ".zst": "zstd -dc",
+}
 
 
 class SpecText(str):
@@ -149,7 +154,8 @@ def render(inputs: SpecInputs, template_dir: Path) -> str:
     for arch in manifest.arches:
         inputs.kernel_release(arch)  # refuses releases beyond the UTS limit
     version = upstream.version
-    local = upstream.origin == ORIGIN_LOCAL_TARBALL
+    local = upstream.is_local
+    snap = upstream.snapshot
     context = {
         "name": manifest.name,
         "summary": text(manifest.summary),
@@ -164,6 +170,8 @@ def render(inputs: SpecInputs, template_dir: Path) -> str:
         "upstream_origin": upstream.origin,
         "local_tarball": upstream.tarball.name if local else "",
         "local_tarball_sha512": inputs.local_tarball_sha512 or "",
+        "git_commit": snap.commit if snap else "",
+        "git_describe": snap.describe if snap else "",
         "source0": _location(manifest, upstream, upstream.tarball.name),
         "topdir": upstream.topdir,
         "source0_decompress": _DECOMPRESS.get(upstream.tarball.suffix, "cat"),
@@ -200,7 +208,7 @@ def render(inputs: SpecInputs, template_dir: Path) -> str:
 
 def _location(manifest: Manifest, upstream: Upstream, filename: str) -> str:
     """Full kernel.org URL for upstream files (rpm uses the basename), else the name."""
-    if upstream.origin == ORIGIN_LOCAL_TARBALL:
+    if upstream.is_local:
         return filename
     return manifest.mirrors[0] + upstream.version.path_of(filename)
 
@@ -208,9 +216,19 @@ def _location(manifest: Manifest, upstream: Upstream, filename: str) -> str:
 def _changelog(inputs: SpecInputs) -> list[dict[str, Any]]:
     entries = []
     current = f"{inputs.upstream.version.rpm_version}-{inputs.release}"
+    snap = inputs.upstream.snapshot
+    if snap is not None:
+        # The commit goes into the SRPM's changelog; dated by the commit so that
+        # SOURCE_DATE_EPOCH, hence the SRPM, stays reproducible.
+        newest = inputs.manifest.changelog[0]
+        date = max(snap.committed, newest.date)  # rpm wants newest-first entries
+        header = f"{date.strftime('%a %b %d %Y')} {newest.author} - {current}"
+        change = f"Snapshot of upstream git commit {snap.commit} ({snap.describe})"
+        entries.append({"header": text(header), "changes": [text(change)]})
+        current = ""
     for index, entry in enumerate(inputs.manifest.changelog):
         header = f"{entry.date.strftime('%a %b %d %Y')} {entry.author}"
-        evr = entry.version or (current if index == 0 else None)
+        evr = entry.version or (current if index == 0 and current else None)
         if evr:
             header += f" - {evr}"
         entries.append({"header": text(header), "changes": [text(c) for c in entry.changes]})

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO
 
-from . import sources
+from . import signatures, sources
+from . import snapshot as snapshot_module
 from .errors import InputError, SourceError
 from .fsutil import exclusive_lock, scratch_dir
 from .manifest import Manifest
@@ -28,7 +29,13 @@ from .versions import UpstreamVersion, from_makefile
 
 ORIGIN_KERNEL_ORG = "kernel.org"
 ORIGIN_LOCAL_TARBALL = "local-tarball"
-_DECOMPRESSORS = {".xz": ["xz", "-dc"], ".bz2": ["bzip2", "-dc"], ".gz": ["gzip", "-dc"]}
+ORIGIN_GIT = "git"
+_DECOMPRESSORS = {
+    ".xz": ["xz", "-dc"],
+    ".bz2": ["bzip2", "-dc"],
+    ".gz": ["gzip", "-dc"],
+    ".zst": ["zstd", "-dc"],
+}
 
 
 @dataclass(frozen=True)
@@ -42,28 +49,58 @@ class Upstream:
     """Digest over every input file: equal identities mean equal trees."""
     tarball_sha512: str | None = None
     """SHA512 of a local tarball, recorded in the spec and the results."""
+    snapshot: snapshot_module.Snapshot | None = None
+    """The git commit a snapshot tarball was made from."""
 
     @property
     def files(self) -> tuple[Path, ...]:
         return (self.tarball, *self.patches)
 
+    @property
+    def is_local(self) -> bool:
+        """Made or given here rather than fetched from kernel.org by name."""
+        return self.origin in (ORIGIN_LOCAL_TARBALL, ORIGIN_GIT)
+
     def describe(self) -> dict[str, object]:
-        return {
+        described: dict[str, object] = {
             "origin": self.origin,
             "version": str(self.version),
             "files": [path.name for path in self.files],
-            "tarball": str(self.tarball) if self.origin == ORIGIN_LOCAL_TARBALL else None,
+            "tarball": str(self.tarball) if self.is_local else None,
             "tarball_sha512": self.tarball_sha512,
             "identity": self.identity,
         }
+        if self.snapshot is not None:
+            described["git"] = {
+                "repository": str(self.snapshot.repo),
+                "commit": self.snapshot.commit,
+                "describe": self.snapshot.describe,
+            }
+        return described
+
+
+def named(manifest: Manifest) -> Upstream:
+    """The manifest's upstream by file names only (nothing fetched): enough to render a
+    spec for comparison, never to build."""
+    version = manifest.upstream
+    return Upstream(
+        version=version,
+        tarball=Path(version.tarball),
+        patches=tuple(Path(name) for name in version.patches),
+        topdir=version.tarball_topdir,
+        origin=ORIGIN_KERNEL_ORG,
+        identity="",
+    )
 
 
 def from_manifest(
     manifest: Manifest,
     lookaside: sources.Lookaside,
     progress: sources.ProgressSink | None = None,
+    runner: Runner | None = None,
 ) -> Upstream:
-    """Fetch (or reuse) every upstream file the manifest's version needs."""
+    """Fetch (or reuse) every upstream file the manifest's version needs, checking the
+    signatures the manifest declares."""
     version = manifest.upstream
     listed = {e.filename: e for e in sources.parse_sources(manifest.root / sources.SOURCES_NAME)}
     paths: list[Path] = []
@@ -75,7 +112,8 @@ def from_manifest(
                 f"(upstream {version} needs {', '.join(version.files)})"
             )
         urls = sources.mirror_urls(manifest.mirrors, version.path_of(name))
-        path, _ = lookaside.fetch(entry, urls, progress)
+        verifier = signatures.verifier_for(manifest, name, runner)
+        path, _ = lookaside.fetch(entry, urls, progress, verifier)
         paths.append(path)
     identity = _identity(f"{e.algorithm}:{e.digest}" for e in (listed[n] for n in version.files))
     return Upstream(
@@ -110,6 +148,22 @@ def from_tarball(path: Path, cache_root: Path) -> Upstream:
         origin=ORIGIN_LOCAL_TARBALL,
         identity=identity,
         tarball_sha512=digest,
+    )
+
+
+def from_git(repo: Path, ref: str, cache_root: Path, runner: Runner) -> Upstream:
+    """A reproducible snapshot tarball of `ref` in a kernel git checkout."""
+    snap = snapshot_module.make(repo, ref, cache_root, runner)
+    digest = sources.file_digest(snap.tarball, "SHA512")
+    return Upstream(
+        version=snap.version,
+        tarball=snap.tarball,
+        patches=(),
+        topdir=snap.topdir,
+        origin=ORIGIN_GIT,
+        identity=_identity([f"SHA512:{digest}"]),
+        tarball_sha512=digest,
+        snapshot=snap,
     )
 
 
@@ -229,7 +283,7 @@ def prepared_tree(upstream: Upstream, cache_root: Path, runner: Runner) -> Path:
             for patch in upstream.patches:
                 _apply_upstream_patch(patch, staging / upstream.topdir, runner)
             version = from_makefile((staging / upstream.topdir / "Makefile").read_text())
-            if version.kernelversion != upstream.version.kernelversion:
+            if str(version) != str(upstream.version.makefile_version):
                 raise SourceError(
                     f"{upstream.tarball.name}: the tree's Makefile says {version}, "
                     f"expected {upstream.version}"

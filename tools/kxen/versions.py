@@ -43,8 +43,10 @@ class UpstreamVersion:
             raise ValueError(f"invalid kernel base version {self.base!r}")
         if self.stable is not None and (self.rc is not None or self.git is not None):
             raise ValueError("a stable update cannot also be an -rc or -git snapshot")
-        if self.stable is not None and self.stable < 1:
-            raise ValueError("a stable update starts at 1")
+        for name in ("stable", "rc", "git"):
+            number = getattr(self, name)
+            if number is not None and number < 1:
+                raise ValueError(f"{name} numbers start at 1 (kernel.org has no {name}0)")
 
     @classmethod
     def parse(cls, text: str) -> UpstreamVersion:
@@ -160,6 +162,11 @@ class UpstreamVersion:
         elif self.stable is not None:
             base += f".{self.stable}"
         return base
+
+    @property
+    def makefile_version(self) -> UpstreamVersion:
+        """What the tree's own Makefile says: snapshots do not record their -gitN."""
+        return UpstreamVersion(self.base, self.stable, self.rc)
 
     @property
     def rpm_version(self) -> str:

@@ -35,6 +35,9 @@ class ArchResult:
 
 
 class Backend(Protocol):
+    """A backend may also have `jobs: int`, how many arches pipeline.build_arches may build
+    at once (concurrent builds each get their own staging dir); without it, one at a time."""
+
     name: str
 
     def check_host(self, arches: list[str]) -> None:

@@ -1,0 +1,582 @@
+"""koji builds through a real HTTP test hub (tests/kojihub) with the real koji library.
+
+The driver tests submit a tiny package rpmbuild makes in seconds; the hub's builder
+really rebuilds it per arch, so the downloaded RPMs are real. One test drives the
+same hub with koji's own CLI to show the hub speaks koji's protocol."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import subprocess
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+import xmlrpc.client
+from collections.abc import Iterator
+from pathlib import Path
+
+import koji
+import pytest
+from kxen import koji as kojidriver
+from kxen.errors import BuildError, HubError, InputError
+
+from ..kojihub import Hub, HubState
+from ..support import REPO
+from .conftest import run_kxen
+
+USER, PASSWORD, TARGET, PROFILE = "kojiuser", "secret", "kx-test", "kxtest"
+KOJI_CLI = Path(sys.executable).with_name("koji")
+
+TINY_SPEC = """\
+Name: tiny
+Version: 1.0
+Release: 1
+Summary: A tiny package for koji tests
+License: MIT
+
+%description
+A tiny package.
+
+%prep
+%build
+echo built for %{_target_cpu} > tiny.txt
+
+%install
+mkdir -p %{buildroot}/usr/share/tiny
+install -m 644 tiny.txt %{buildroot}/usr/share/tiny/tiny.txt
+
+%files
+/usr/share/tiny/tiny.txt
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny_srpm(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    work = tmp_path_factory.mktemp("tiny")
+    (work / "tiny.spec").write_text(TINY_SPEC)
+    subprocess.run(
+        [
+            "rpmbuild",
+            "-bs",
+            "--define",
+            f"_topdir {work / 'top'}",
+            "--define",
+            f"_srcrpmdir {work}",
+            str(work / "tiny.spec"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return work / "tiny-1.0-1.src.rpm"
+
+
+@pytest.fixture
+def hub(tmp_path: Path) -> Iterator[Hub]:
+    state = HubState(tmp_path / "hub", users={USER: PASSWORD})
+    state.add_target(TARGET, ["i686", "x86_64"], packages=["kernel-xen"])
+    with Hub(state) as running:
+        yield running
+
+
+@pytest.fixture
+def koji_config(tmp_path: Path, hub: Hub) -> Path:
+    path = tmp_path / "koji.conf"
+    body = (
+        f"server = {hub.url}\ntopurl = {hub.topurl}\nauthtype = password\n"
+        "poll_interval = 1\nmax_retries = 0\n"
+    )
+    path.write_text(f"[{PROFILE}]\n{body}\n[koji]\n{body}")
+    return path
+
+
+class Sleeps:
+    """An injectable sleep: records the delays, sleeps only a little for real (so the
+    hub's builder makes progress) and can run a hook after N sleeps."""
+
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+        self.hooks: dict[int, object] = {}
+
+    def __call__(self, seconds: float) -> None:
+        import time
+
+        self.delays.append(seconds)
+        hook = self.hooks.get(len(self.delays))
+        if callable(hook):
+            hook()
+        time.sleep(0.05)
+
+
+def make_driver(
+    koji_config: Path,
+    sleeps: Sleeps,
+    patience: kojidriver.Patience | None = None,
+    trees: list[kojidriver.TaskTree] | None = None,
+) -> kojidriver.KojiDriver:
+    profile = kojidriver.load_profile(PROFILE, koji_config, USER, PASSWORD)
+    return kojidriver.KojiDriver(
+        profile,
+        sleep=sleeps,
+        patience=patience or kojidriver.Patience(total=60, first=2, longest=8),
+        poll_interval=0.2,
+        on_tasks=trees.append if trees is not None else None,
+    )
+
+
+def submit(driver: kojidriver.KojiDriver, srpm: Path, arches: list[str] | None = None) -> int:
+    driver.login()
+    driver.check_target(TARGET)
+    src = driver.upload(srpm)
+    return driver.submit(src, TARGET, kojidriver.scratch_opts(arches))
+
+
+def rpm_arch(path: Path) -> str:
+    run = subprocess.run(
+        ["rpm", "-qp", "--nosignature", "--queryformat", "%{ARCH}", str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return run.stdout
+
+
+def test_scratch_build_downloads_real_rpms(
+    hub: Hub, koji_config: Path, tiny_srpm: Path, tmp_path: Path
+) -> None:
+    trees: list[kojidriver.TaskTree] = []
+    driver = make_driver(koji_config, Sleeps(), trees=trees)
+    task_id = submit(driver, tiny_srpm)
+    tree = driver.watch(task_id)
+    assert tree.root.state == "closed"
+    assert [c.name for c in tree.children] == ["srpm", "i686", "x86_64"]
+    assert all(c.state == "closed" and c.seconds is not None for c in tree.children)
+    assert trees and trees[-1].done
+    done = driver.download(task_id, tmp_path / "results")
+    assert done.nvr == "tiny-1.0-1"
+    for arch in ("i686", "x86_64"):
+        folder = tmp_path / "results" / "tiny-1.0-1" / arch
+        rpm = folder / f"tiny-1.0-1.{arch}.rpm"
+        assert rpm_arch(rpm) == arch
+        child = next(c for c in tree.children if c.name == arch)
+        served = hub.state.task_dir(child.id)
+        for name in ("build.log", "root.log", rpm.name):
+            assert (folder / name).stat().st_size == (served / name).stat().st_size
+        assert (folder / "tiny-1.0-1.src.rpm").is_file()
+        record = json.loads((folder / "kxen-result.json").read_text())
+        assert record["backend"] == "koji" and record["task_id"] == task_id
+    # scratch, uploaded to cli-build/<time>.<random>/, exactly one build task
+    (build,) = hub.state.build_tasks()
+    src, target, opts = build.request
+    assert src.startswith("cli-build/") and src.endswith("/tiny-1.0-1.src.rpm")
+    assert target == TARGET and opts["scratch"] is True
+
+
+def test_arch_override_builds_only_that_arch(hub: Hub, koji_config: Path, tiny_srpm: Path) -> None:
+    driver = make_driver(koji_config, Sleeps())
+    tree = driver.watch(submit(driver, tiny_srpm, ["x86_64"]))
+    assert [c.name for c in tree.children] == ["srpm", "x86_64"]
+    assert hub.state.build_tasks()[0].request[2]["arch_override"] == "x86_64"
+
+
+def test_failing_arch_names_arch_fault_and_log_tail(
+    hub: Hub, koji_config: Path, tiny_srpm: Path
+) -> None:
+    hub.state.fail_arch = "i686"
+    driver = make_driver(koji_config, Sleeps())
+    task_id = submit(driver, tiny_srpm)
+    with pytest.raises(kojidriver.RemoteBuildFailed) as failed:
+        driver.watch(task_id)
+    error = failed.value
+    assert isinstance(error, BuildError)
+    assert "i686" in error.message
+    assert "error building package (arch i686), mock exited with status 1" in error.message
+    (failure,) = error.failures
+    assert failure.arch == "i686"
+    assert any("Bad exit status" in line for line in failure.logs["build.log"])
+    assert any("Command failed" in line for line in failure.logs["root.log"])
+    assert any("Bad exit status" in line for line in error.details)
+
+
+def test_keeps_watching_through_dropped_connections(
+    hub: Hub, koji_config: Path, tiny_srpm: Path
+) -> None:
+    hub.state.build_delay = 0.5
+    sleeps = Sleeps()
+    driver = make_driver(koji_config, sleeps)
+    task_id = submit(driver, tiny_srpm)
+    # (requests/urllib3 may spend two dropped connections on one call: a stale keep-alive)
+    hub.state.drop_connections = 6
+    tree = driver.watch(task_id)
+    assert tree.root.state == "closed"
+    assert hub.state.drop_connections == 0
+    backoff = [d for d in sleeps.delays if d >= 2]
+    assert len(backoff) >= 3
+    assert backoff == [2.0, 4.0, 8.0, 8.0, 8.0, 8.0][: len(backoff)]
+
+
+def test_waits_while_hub_offline_then_recovers(
+    hub: Hub, koji_config: Path, tiny_srpm: Path
+) -> None:
+    sleeps = Sleeps()
+    driver = make_driver(koji_config, sleeps)
+    task_id = submit(driver, tiny_srpm)
+    hub.state.offline = True
+
+    def back() -> None:
+        hub.state.offline = False
+
+    sleeps.hooks[4] = back
+    assert driver.watch(task_id).root.state == "closed"
+    assert sleeps.delays[:4] == [2.0, 4.0, 8.0, 8.0]
+
+
+def test_hub_staying_offline_gives_resume_command(
+    hub: Hub, koji_config: Path, tiny_srpm: Path, tmp_path: Path
+) -> None:
+    sleeps = Sleeps()
+    driver = make_driver(koji_config, sleeps, kojidriver.Patience(total=20, first=2, longest=8))
+    task_id = submit(driver, tiny_srpm)
+    hub.state.offline = True
+    with pytest.raises(HubError) as gave_up:
+        driver.watch(task_id)
+    assert "offline" in gave_up.value.message
+    assert sum(sleeps.delays) >= 20
+    assert gave_up.value.details == [
+        f"resume with: kxen koji watch --profile {PROFILE} --koji-config {koji_config} {task_id}"
+    ]
+    # the build was not canceled: once the hub is back, resuming finishes the job
+    hub.state.offline = False
+    resumed = make_driver(koji_config, Sleeps())
+    assert resumed.watch(task_id).root.state == "closed"
+    assert resumed.download(task_id, tmp_path / "r").arches["x86_64"]
+
+
+def test_lost_build_answer_is_reconciled_not_resubmitted(
+    hub: Hub, koji_config: Path, tiny_srpm: Path
+) -> None:
+    hub.state.swallow_build = True
+    driver = make_driver(koji_config, Sleeps())
+    task_id = submit(driver, tiny_srpm)
+    assert hub.state.swallow_build is False  # the answer really was swallowed
+    assert [task.id for task in hub.state.build_tasks()] == [task_id]
+    assert hub.state.calls.count("build") == 1
+    assert "listTasks" in hub.state.calls
+    assert driver.watch(task_id).root.state == "closed"
+
+
+def test_missing_target_is_a_clear_error(hub: Hub, koji_config: Path) -> None:
+    driver = make_driver(koji_config, Sleeps())
+    driver.login()
+    with pytest.raises(InputError, match="koji build target 'nope' does not exist"):
+        driver.check_target("nope")
+
+
+def test_wrong_password_is_a_hub_error(koji_config: Path) -> None:
+    profile = kojidriver.load_profile(PROFILE, koji_config, USER, "wrong")
+    with pytest.raises(HubError, match=r"login to .* failed"):
+        kojidriver.KojiDriver(profile, sleep=Sleeps()).login()
+
+
+def test_unknown_profile_is_input_error(koji_config: Path) -> None:
+    with pytest.raises(InputError, match="no configuration for profile name: other"):
+        kojidriver.load_profile("other", koji_config)
+
+
+def test_package_must_be_in_dest_tag(hub: Hub, koji_config: Path) -> None:
+    driver = make_driver(koji_config, Sleeps())
+    driver.login()
+    target = driver.check_target(TARGET)
+    driver.check_package(target, "kernel-xen")
+    with pytest.raises(InputError, match="'tiny' is not in the package list of tag 'kx-test'"):
+        driver.check_package(target, "tiny")
+
+
+# --- the hub speaks koji's wire protocol --------------------------------------
+
+
+def _post(url: str, body: bytes, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    parts = urllib.parse.urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+    connection.request("POST", parts.path, body, headers or {})
+    answer = connection.getresponse()
+    assert answer.getheader("Koji-Version") == "1.35.3"
+    return answer.status, answer.read()
+
+
+def _fault(body: bytes) -> xmlrpc.client.Fault:
+    with pytest.raises(xmlrpc.client.Fault) as fault:
+        xmlrpc.client.loads(body)
+    return fault.value
+
+
+def test_hub_wire_contract(hub: Hub) -> None:
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(hub.url)
+    assert refused.value.code == 405
+    assert refused.value.headers["Koji-Version"] == "1.35.3"
+    call = xmlrpc.client.dumps((), "noSuchMethod")
+    assert _fault(_post(hub.url, call.encode())[1]).faultCode == 1000
+    assert "Invalid method: noSuchMethod" in _fault(_post(hub.url, call.encode())[1]).faultString
+    starstar = xmlrpc.client.dumps((1, {"__starstar": True, "bogus": 1}), "getTaskInfo")
+    assert _fault(_post(hub.url, starstar.encode())[1]).faultCode == 1019
+    session = koji.ClientSession(hub.url, {"user": USER, "password": PASSWORD})
+    assert session.getAPIVersion() == 1 and session.getKojiVersion() == "1.35.3"
+    assert session.getLoggedInUser() is None
+    with pytest.raises(koji.AuthError):
+        session.build("x.src.rpm", TARGET, {"scratch": True})
+    session.login()
+    assert session.getLoggedInUser()["name"] == USER
+    # a repeated callnum on a state-changing call is refused with RetryError (1009)
+    sinfo = session.sinfo
+    headers = {
+        "Koji-Session-Id": str(sinfo["session-id"]),
+        "Koji-Session-Key": sinfo["session-key"],
+        "Koji-Session-Callnum": str(session.callnum - 1),
+    }
+    again = xmlrpc.client.dumps(("x.src.rpm", TARGET, {"scratch": True}), "build")
+    assert _fault(_post(hub.url, again.encode(), headers)[1]).faultCode == 1009
+    hub.state.offline = True
+    with pytest.raises(koji.ServerOffline):
+        session.getAPIVersion()
+    hub.state.offline = False
+    # sslLogin is served at /ssllogin only
+    ssl = xmlrpc.client.dumps((None,), "sslLogin", allow_none=True)
+    assert _fault(_post(hub.url, ssl.encode())[1]).faultCode == 1002
+    answer = xmlrpc.client.loads(_post(hub.url + "/ssllogin", ssl.encode())[1])[0][0]
+    assert set(answer) == {"session-id", "session-key", "header-auth"}
+
+
+def test_real_koji_cli_against_hub(
+    hub: Hub, koji_config: Path, tiny_srpm: Path, tmp_path: Path
+) -> None:
+    auth = ["-c", str(koji_config), "--user", USER, "--password", PASSWORD]
+
+    def koji_cli(*args: str, cwd: Path = tmp_path) -> subprocess.CompletedProcess[str]:
+        run = subprocess.run(
+            [str(KOJI_CLI), *auth, *args], capture_output=True, text=True, cwd=cwd, timeout=120
+        )
+        assert run.returncode == 0, run.stdout + run.stderr
+        return run
+
+    built = koji_cli("build", "--scratch", "--wait", TARGET, str(tiny_srpm))
+    (task,) = hub.state.build_tasks()
+    assert f"Created task: {task.id}" in built.stdout
+    assert "completed successfully" in built.stdout
+    watched = koji_cli("watch-task", str(task.id))
+    assert "buildArch (tiny-1.0-1.src.rpm, i686): closed" in watched.stdout
+    into = tmp_path / "dl"
+    into.mkdir()
+    koji_cli("download-task", str(task.id), cwd=into)
+    assert sorted(p.name for p in into.iterdir()) == [
+        "tiny-1.0-1.i686.rpm",
+        "tiny-1.0-1.x86_64.rpm",
+    ]
+    assert rpm_arch(into / "tiny-1.0-1.i686.rpm") == "i686"
+    # a failing arch: the CLI reports koji's fault text
+    hub.state.fail_arch = "x86_64"
+    failed = subprocess.run(
+        [str(KOJI_CLI), *auth, "build", "--scratch", "--wait", TARGET, str(tiny_srpm)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert failed.returncode == 1
+    assert "error building package (arch x86_64), mock exited with status 1" in failed.stdout
+
+
+# --- the kxen command line ------------------------------------------------------
+
+
+def test_cli_scratch_build_nowait_then_resume(
+    hub: Hub, koji_config: Path, tiny_srpm: Path, tmp_path: Path, kxen_cache: Path
+) -> None:
+    os.environ["KXEN_KOJI_PASSWORD"] = PASSWORD
+    try:
+        common = ["--profile", PROFILE, "--koji-config", str(koji_config), "--user", USER]
+        submitted = run_kxen(
+            "scratch-build",
+            *common,
+            "--target",
+            TARGET,
+            "--srpm",
+            tiny_srpm,
+            "--nowait",
+            "--json",
+            cache=kxen_cache,
+        )
+        task_id = json.loads(submitted.stdout)["task_id"]
+        watched = run_kxen("koji", "watch", *common, str(task_id), "--json", cache=kxen_cache)
+        assert json.loads(watched.stdout)["state"] == "closed"
+        results = tmp_path / "results"
+        fetched = run_kxen(
+            "koji",
+            "download",
+            *common,
+            "--results",
+            results,
+            str(task_id),
+            "--json",
+            cache=kxen_cache,
+        )
+        report = json.loads(fetched.stdout)
+        assert report["nvr"] == "tiny-1.0-1"
+        assert (results / "tiny-1.0-1" / "x86_64" / "tiny-1.0-1.x86_64.rpm").is_file()
+        # a failing build exits 5 with the arch and the fault
+        hub.state.fail_arch = "i686"
+        failed = run_kxen(
+            "scratch-build",
+            *common,
+            "--target",
+            TARGET,
+            "--srpm",
+            tiny_srpm,
+            "--results",
+            results,
+            "--json",
+            cache=kxen_cache,
+            check=False,
+        )
+        assert failed.returncode == 5, failed.stderr
+        payload = json.loads(failed.stdout)
+        assert payload["failures"][0]["arch"] == "i686"
+        assert "mock exited with status 1" in failed.stderr
+        # a missing target exits 2 before anything is uploaded
+        missing = run_kxen(
+            "scratch-build",
+            *common,
+            "--target",
+            "nope",
+            "--srpm",
+            tiny_srpm,
+            cache=kxen_cache,
+            check=False,
+        )
+        assert missing.returncode == 2
+        assert "koji build target 'nope' does not exist" in missing.stderr
+    finally:
+        os.environ.pop("KXEN_KOJI_PASSWORD", None)
+
+
+def test_cli_watch_interrupt_detaches_without_cancel(
+    hub: Hub, koji_config: Path, tiny_srpm: Path, kxen_cache: Path
+) -> None:
+    import signal
+    import time
+
+    from .conftest import kxen_command
+
+    hub.state.build_delay = 30
+    driver = make_driver(koji_config, Sleeps())
+    task_id = submit(driver, tiny_srpm)
+    argv, env = kxen_command(
+        "koji",
+        "watch",
+        "--profile",
+        PROFILE,
+        "--koji-config",
+        str(koji_config),
+        str(task_id),
+        repo=REPO,
+        cache=kxen_cache,
+    )
+    process = subprocess.Popen(
+        argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 20
+    while "getTaskChildren" not in hub.state.calls[-3:] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.5)
+    process.send_signal(signal.SIGINT)
+    _out, err = process.communicate(timeout=20)
+    assert process.returncode == 130, err
+    assert f"koji task {task_id} keeps running on the hub" in err
+    assert f"kxen koji watch --profile {PROFILE}" in err
+    assert "cancelTask" not in hub.state.calls
+    assert hub.state.tasks[task_id].state == 1  # still open
+    hub.state.build_delay = 0
+
+
+# --- release builds -------------------------------------------------------------
+
+
+def test_release_build_from_scm_url(
+    hub: Hub, koji_config: Path, tiny_srpm: Path, tmp_path: Path, kxen_cache: Path
+) -> None:
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    url = "https://git.example.org/kernel-xen.git"
+    hub.state.scm_srpms[f"git+{url}#{commit}"] = tiny_srpm
+    hub.state.add_target("kx-empty", ["x86_64"], packages=[])
+    common = ["--profile", PROFILE, "--koji-config", str(koji_config), "--user", USER]
+    env_password = {"KXEN_KOJI_PASSWORD": PASSWORD}
+    os.environ.update(env_password)
+    try:
+        args = ["build", *common, "--scm-url", url, "--commit", commit, "--target", TARGET]
+        results = tmp_path / "results"
+        built = run_kxen(*args, "--results", results, "--json", cache=kxen_cache)
+        report = json.loads(built.stdout)
+        (task,) = hub.state.build_tasks()
+        assert task.request[0] == f"git+{url}#{commit}"
+        assert not task.request[2].get("scratch")
+        assert report["nvr"] == "tiny-1.0-1"
+        assert (results / "tiny-1.0-1" / "i686" / "tiny-1.0-1.i686.rpm").is_file()
+        # the same NVR again: koji's "Build already exists", exit 5
+        again = run_kxen(*args, "--results", results, cache=kxen_cache, check=False)
+        assert again.returncode == 5, again.stderr
+        assert "Build already exists" in again.stderr
+        # the package must be in the destination tag's package list: exit 2, nothing submitted
+        refused = run_kxen(
+            "build",
+            *common,
+            "--scm-url",
+            url,
+            "--commit",
+            commit,
+            "--target",
+            "kx-empty",
+            cache=kxen_cache,
+            check=False,
+        )
+        assert refused.returncode == 2
+        assert "'kernel-xen' is not in the package list of tag 'kx-empty'" in refused.stderr
+        assert len(hub.state.build_tasks()) == 2
+    finally:
+        os.environ.pop("KXEN_KOJI_PASSWORD", None)
+
+
+def test_release_build_of_uploaded_srpm_is_refused(
+    hub: Hub, koji_config: Path, tiny_srpm: Path
+) -> None:
+    driver = make_driver(koji_config, Sleeps())
+    driver.login()
+    src = driver.upload(tiny_srpm)
+    with pytest.raises(BuildError, match="only admins may create builds from an uploaded srpm"):
+        driver.submit(src, TARGET, {})
+    assert hub.state.build_tasks() == []
+
+
+def test_scm_url_from_checkout(tmp_path: Path) -> None:
+    from kxen.runner import SubprocessRunner
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", "-C", str(tmp_path), *args], capture_output=True, text=True, check=True
+        ).stdout.strip()
+
+    git("init", "-q")
+    git("remote", "add", "origin", "https://git.example.org/kernel-xen.git")
+    (tmp_path / "kernel-xen.yaml").write_text("name: kernel-xen\n")
+    git("add", "kernel-xen.yaml")
+    git("-c", "user.name=T", "-c", "user.email=t@example.org", "commit", "-q", "-m", "x")
+    head = git("rev-parse", "HEAD")
+    runner = SubprocessRunner()
+    url = kojidriver.scm_url(tmp_path, runner, None, None)
+    assert url == f"git+https://git.example.org/kernel-xen.git#{head}"
+    (tmp_path / "kernel-xen.yaml").write_text("name: changed\n")
+    with pytest.raises(InputError, match="uncommitted changes"):
+        kojidriver.scm_url(tmp_path, runner, None, None)
+    assert kojidriver.scm_url(tmp_path, runner, None, head[:12]).endswith(f"#{head[:12]}")
+    with pytest.raises(InputError, match="give a git\\+https:// URL"):
+        kojidriver.scm_url(tmp_path, runner, "git@example.org:kernel-xen.git", head)
