@@ -82,9 +82,11 @@ def test_signal_mid_build_stops_everything(
     kxen_cache: Path, linux_tarball: Path, tmp_path: Path, signum: int, code: int
 ) -> None:
     results = tmp_path / f"results-{signum}"
+    area = tmp_path / f"work-{signum}"  # where rpmbuild unpacks and compiles (default: RAM)
     argv, env = kxen_command(
-        *SMOKE_X86_64, "--upstream", linux_tarball, "--results", results, cache=kxen_cache
-    )
+        *SMOKE_X86_64, "--upstream", linux_tarball, "--results", results, "--workdir", area,
+        cache=kxen_cache,
+    )  # fmt: skip
     proc = subprocess.Popen(
         argv, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True
     )
@@ -95,9 +97,12 @@ def test_signal_mid_build_stops_everything(
             break
     time.sleep(15)  # let rpmbuild get into %prep/%build with children running
     assert _processes_mentioning(str(results)), "rpmbuild should be running"
+    assert _processes_mentioning(str(area)), "tar or make should be working in the area"
     proc.send_signal(signum)
     rest = proc.stderr.read()
     assert proc.wait(timeout=120) == code, rest
     assert "interrupted" in rest
     assert _processes_mentioning(str(results)) == []
+    assert _processes_mentioning(str(area)) == []
+    assert list(area.iterdir()) == []  # the unpacked tree is gone too
     _assert_no_partial_results(results)
