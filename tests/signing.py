@@ -78,3 +78,12 @@ def files_under(root: Path) -> dict[str, tuple[int, int]]:
         for path in sorted(root.rglob("*"))
         if path.is_file()
     }
+
+
+class Keys:
+    """Two throwaway signers: one the tests pin, one they do not."""
+
+    def __init__(self, gpg: GpgHome) -> None:
+        self.gpg = gpg
+        self.pinned = gpg.new_key("Pinned Release Signer <pinned@example.org>")
+        self.other = gpg.new_key("Someone Else <other@example.org>")

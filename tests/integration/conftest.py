@@ -54,6 +54,14 @@ def run_kxen(
     return result
 
 
+def smoke_srpm(outdir: Path, tarball: Path, cache: Path, repo: Path = REPO) -> Path:
+    """`kxen srpm --flavour smoke` from a local tarball; the SRPM's path."""
+    run = run_kxen(
+        "srpm", "--flavour", "smoke", "--upstream", tarball, "-o", outdir, repo=repo, cache=cache
+    )
+    return Path(run.stdout.strip())
+
+
 SMOKE_X86_64 = ("local", "--arch", "x86_64", "--flavour", "smoke")
 
 

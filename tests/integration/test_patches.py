@@ -13,7 +13,7 @@ import pytest
 from kxen import upstream
 from kxen.runner import SubprocessRunner
 
-from .conftest import extract_file, run_kxen
+from .conftest import extract_file, run_kxen, smoke_srpm
 
 pytestmark = pytest.mark.slow
 PATCH_EXIT = 11
@@ -281,18 +281,7 @@ def test_smoke_srpm_carries_both_patches_and_prep_applies_them(
     checkout: Path, kxen_cache: Path, linux_tarball: Path, made: dict[str, Path], tmp_path: Path
 ) -> None:
     _add(checkout, kxen_cache, made[XEN], made[INIT])
-    run = run_kxen(
-        "srpm",
-        "--flavour",
-        "smoke",
-        "--upstream",
-        linux_tarball,
-        "-o",
-        tmp_path / "out",
-        repo=checkout,
-        cache=kxen_cache,
-    )
-    srpm = Path(run.stdout.strip())
+    srpm = smoke_srpm(tmp_path / "out", linux_tarball, kxen_cache, repo=checkout)
     spec = extract_file(srpm, "kernel-xen.spec", tmp_path / "spec")
     parsed = subprocess.run(
         ["rpmspec", "-P", "--define", "_sourcedir /nonexistent", str(spec)],

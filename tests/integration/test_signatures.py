@@ -11,13 +11,12 @@ import json
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from ..signing import GpgHome, files_under, kernel_tar, sha512
+from ..signing import GpgHome, Keys, files_under, kernel_tar, sha512
 from .conftest import kxen_command
 
 NAME = "linux-6.1.tar.xz"
@@ -37,22 +36,6 @@ changelog:
     author: Test <t@example.org>
     changes: [Signature tests]
 """
-
-
-class Keys:
-    def __init__(self, gpg: GpgHome) -> None:
-        self.gpg = gpg
-        self.pinned = gpg.new_key("Pinned Release Signer <pinned@example.org>")
-        self.other = gpg.new_key("Someone Else <other@example.org>")
-
-
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Keys]:
-    gpg = GpgHome(tmp_path_factory.mktemp("signing") / "gnupg")
-    try:
-        yield Keys(gpg)
-    finally:
-        gpg.close()
 
 
 class Scene:

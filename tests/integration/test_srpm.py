@@ -11,7 +11,7 @@ import pytest
 from kxen.manifest import load
 
 from ..support import REPO
-from .conftest import rpm_header, run_kxen
+from .conftest import rpm_header, run_kxen, smoke_srpm
 
 pytestmark = pytest.mark.slow
 
@@ -20,21 +20,11 @@ pytestmark = pytest.mark.slow
 def srpm_pair(
     linux_tarball: Path, kxen_cache: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[Path, Path]:
-    built = []
-    for name in ("first", "second"):
-        outdir = tmp_path_factory.mktemp(name)
-        run = run_kxen(
-            "srpm",
-            "--flavour",
-            "smoke",
-            "--upstream",
-            linux_tarball,
-            "-o",
-            outdir,
-            cache=kxen_cache,
-        )
-        built.append(Path(run.stdout.strip()))
-    return built[0], built[1]
+    first, second = (
+        smoke_srpm(tmp_path_factory.mktemp(name), linux_tarball, kxen_cache)
+        for name in ("first", "second")
+    )
+    return first, second
 
 
 def test_srpm_is_bit_identical_when_built_twice(srpm_pair: tuple[Path, Path]) -> None:

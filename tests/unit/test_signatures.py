@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -16,7 +16,7 @@ from kxen.errors import ExitCode, InputError, MissingToolError, SourceError
 from kxen.runner import Completed, SubprocessRunner
 from kxen.sources import Lookaside, SourceEntry
 
-from ..signing import GpgHome, files_under, kernel_tar, sha512
+from ..signing import Keys, files_under, kernel_tar, sha512
 
 BASE = """\
 name: kernel-xen
@@ -150,22 +150,6 @@ def test_bad_rules_are_refused_with_the_field_path(tmp_path, line_of, rule, fiel
 
 
 # --- pinned key files ----------------------------------------------------------
-
-
-class Keys:
-    def __init__(self, gpg: GpgHome) -> None:
-        self.gpg = gpg
-        self.pinned = gpg.new_key("Pinned <pinned@example.org>")
-        self.other = gpg.new_key("Other <other@example.org>")
-
-
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Keys]:
-    gpg = GpgHome(tmp_path_factory.mktemp("signing") / "gnupg")
-    try:
-        yield Keys(gpg)
-    finally:
-        gpg.close()
 
 
 def _key_file(root: Path, name: str, text: str) -> Path:
