@@ -460,8 +460,9 @@ def test_cli_scratch_build_nowait_then_resume(
         os.environ.pop("KXEN_KOJI_PASSWORD", None)
 
 
-def test_cli_watch_interrupt_detaches_without_cancel(
-    hub: Hub, koji_config: Path, tiny_srpm: Path, kxen_cache: Path
+@pytest.mark.parametrize("cancel", [False, True], ids=["detach", "cancel-on-interrupt"])
+def test_cli_watch_interrupt(
+    hub: Hub, koji_config: Path, tiny_srpm: Path, kxen_cache: Path, cancel: bool
 ) -> None:
     import signal
     import time
@@ -478,10 +479,14 @@ def test_cli_watch_interrupt_detaches_without_cancel(
         PROFILE,
         "--koji-config",
         str(koji_config),
+        "--user",
+        USER,
+        *(["--cancel-on-interrupt"] if cancel else []),
         str(task_id),
         repo=REPO,
         cache=kxen_cache,
     )
+    env["KXEN_KOJI_PASSWORD"] = PASSWORD
     process = subprocess.Popen(
         argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
@@ -492,11 +497,26 @@ def test_cli_watch_interrupt_detaches_without_cancel(
     process.send_signal(signal.SIGINT)
     _out, err = process.communicate(timeout=20)
     assert process.returncode == 130, err
-    assert f"koji task {task_id} keeps running on the hub" in err
-    assert f"kxen koji watch --profile {PROFILE}" in err
-    assert "cancelTask" not in hub.state.calls
-    assert hub.state.tasks[task_id].state == 1  # still open
-    hub.state.build_delay = 0
+    if cancel:
+        assert f"koji task {task_id} was canceled" in err
+        assert hub.state.tasks[task_id].state == 3  # CANCELED
+    else:
+        assert f"koji task {task_id} keeps running on the hub" in err
+        assert f"resume with: kxen koji watch --profile {PROFILE}" in err
+        assert "cancelTask" not in hub.state.calls
+        assert hub.state.tasks[task_id].state == 1  # still open
+
+
+def test_upload_survives_a_dropped_connection(hub: Hub, koji_config: Path, tiny_srpm: Path) -> None:
+    sleeps = Sleeps()
+    driver = make_driver(koji_config, sleeps)
+    driver.login()
+    hub.state.drop_connections = 4  # (urllib3 may spend two on one call: stale keep-alive)
+    src = driver.upload(tiny_srpm)
+    assert hub.state.drop_connections == 0
+    assert sleeps.delays and sleeps.delays[0] == 2.0
+    uploaded = hub.state.topdir / "work" / src
+    assert uploaded.read_bytes() == tiny_srpm.read_bytes()
 
 
 # --- release builds -------------------------------------------------------------
@@ -580,3 +600,46 @@ def test_scm_url_from_checkout(tmp_path: Path) -> None:
     assert kojidriver.scm_url(tmp_path, runner, None, head[:12]).endswith(f"#{head[:12]}")
     with pytest.raises(InputError, match="give a git\\+https:// URL"):
         kojidriver.scm_url(tmp_path, runner, "git@example.org:kernel-xen.git", head)
+
+
+@pytest.mark.slow
+def test_kernel_xen_smoke_scratch_build_through_hub(
+    hub: Hub, koji_config: Path, linux_tarball: Path, tmp_path: Path, kxen_cache: Path
+) -> None:
+    """The real thing once: kxen makes the kernel-xen SRPM, the hub rebuilds it for x86_64."""
+    hub.state.add_target("kernel-xen", ["i686", "x86_64"], packages=["kernel-xen"])
+    os.environ["KXEN_KOJI_PASSWORD"] = PASSWORD
+    try:
+        results = tmp_path / "results"
+        built = run_kxen(
+            "scratch-build",
+            "--profile",
+            PROFILE,
+            "--koji-config",
+            str(koji_config),
+            "--user",
+            USER,
+            "--arch-override",
+            "x86_64",
+            "--flavour",
+            "smoke",
+            "--upstream",
+            linux_tarball,
+            "--results",
+            results,
+            "--json",
+            cache=kxen_cache,
+        )
+    finally:
+        os.environ.pop("KXEN_KOJI_PASSWORD", None)
+    report = json.loads(built.stdout)
+    nvr = report["nvr"]
+    assert nvr.startswith("kernel-xen-") and list(report["arches"]) == ["x86_64"]
+    folder = results / nvr / "x86_64"
+    kernel = folder / f"{nvr}.x86_64.rpm"
+    assert rpm_arch(kernel) == "x86_64"
+    listing = subprocess.run(
+        ["rpm", "-qlp", "--nosignature", str(kernel)], capture_output=True, text=True, check=True
+    ).stdout
+    assert f"/boot/vmlinuz-{nvr.removeprefix('kernel-xen-')}.x86_64" in listing
+    assert (folder / "build.log").stat().st_size > 0

@@ -122,6 +122,8 @@ class HubState:
     stopping: threading.Event = field(default_factory=threading.Event)
     scm_srpms: dict[str, Path] = field(default_factory=dict)
     builds: dict[str, int] = field(default_factory=dict)
+    # upload path -> [first chunk arrived, checkUpload answered, bytes] (monotonic clock)
+    uploads: dict[str, list[Any]] = field(default_factory=dict)
     run_builds: bool = True  # False: tasks are created but never picked up (benchmarks)
 
     def add_target(self, name: str, arches: list[str], packages: list[str] | None = None) -> None:
@@ -189,6 +191,9 @@ def _make_handler(hub: Hub) -> type[http.server.BaseHTTPRequestHandler]:
 
     class Handler(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # headers and body go out in separate writes: without TCP_NODELAY every answer
+        # waits for the client's delayed ACK (40 ms), which no real hub does
+        disable_nagle_algorithm = True
 
         def log_message(self, format: str, *args: Any) -> None:
             pass
@@ -256,6 +261,7 @@ def _make_handler(hub: Hub) -> type[http.server.BaseHTTPRequestHandler]:
             if parts.path not in ("/kojihub", "/kojihub/ssllogin"):
                 self._send(404, b"not found", "text/plain")
                 return
+            arrived = time.monotonic()
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length)
             query = urllib.parse.parse_qs(parts.query)
@@ -267,6 +273,10 @@ def _make_handler(hub: Hub) -> type[http.server.BaseHTTPRequestHandler]:
                 if "filename" in query:
                     hub.api.check_callnum(session, "rawUpload", self.headers)
                     answer: Any = hub.api.upload(session, query, body)
+                    key = f"{query['filepath'][0]}/{query['filename'][0]}"
+                    with state.lock:
+                        state.uploads.setdefault(key, [arrived, arrived, 0])
+                        state.uploads[key][2] += len(body)
                 else:
                     args, method = xmlrpc.client.loads(body, use_builtin_types=True)
                     if method is None:
@@ -504,6 +514,9 @@ class _Api:
         target = self._upload_target(path, name)
         if not target.is_file():
             return None
+        with self.state.lock:
+            if f"{path}/{name}" in self.state.uploads:
+                self.state.uploads[f"{path}/{name}"][1] = time.monotonic()
         stat = target.stat()
         info: dict[str, Any] = {"size": stat.st_size, "mtime": stat.st_mtime}
         if verify == "adler32":

@@ -24,6 +24,7 @@ class ExitCode(IntEnum):
     NO_SPACE = 10  # too little free disk for the work asked for
     PATCH = 11  # a downstream patch does not apply as %prep applies it (--fuzz=0)
     HUB = 12  # the koji hub stayed unreachable/offline after retries, or refused the login
+    VERIFY = 13  # `kxen verify`: a built RPM failed a check
     INTERRUPTED = 130  # SIGINT
     TERMINATED = 143  # SIGTERM
 

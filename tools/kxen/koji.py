@@ -424,6 +424,8 @@ class KojiDriver:
         return RemoteBuildFailed(tree.root.id, failures, neutralise(fault))
 
     def cancel(self, task_id: int) -> None:
+        if self.user is None:
+            self.login()
         self._call("cancelTask", task_id)
 
     # --- downloading ---------------------------------------------------------
