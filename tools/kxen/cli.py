@@ -28,6 +28,7 @@ from rich.progress import SpinnerColumn, TextColumn, TimeElapsedColumn
 from . import configcheck, configs, manifest, patchapply, patches, pipeline, snapshot
 from . import koji as kojidriver
 from . import spec as spec_module
+from . import verify as verify_module
 from .backends.base import neutralise
 from .backends.local import LocalBackend, build_area
 from .backends.mock import MockBackend, choose_roots, default_roots
@@ -544,6 +545,34 @@ def lint(options: Options, paths: tuple[Path, ...]) -> None:
     summary = {"errors": result.errors, "warnings": result.warnings, "lines": list(result.lines)}
     closing = f"{result.warnings} warning(s), no errors"
     _emit(options, summary, _echo_lines([*result.lines, closing]))
+
+
+@command(main_group)
+@click.argument(
+    "packages",
+    nargs=-1,
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+)
+@UPSTREAM_OPTION
+@click.option("--flavour", default="default", show_default=True, help="Flavour the RPMs are of.")
+def verify(
+    options: Options,
+    packages: tuple[Path, ...],
+    local_tarball: pipeline.UpstreamChoice,
+    flavour: str,
+) -> None:
+    """Check built RPMs: metadata, payload, modules, config, Xen ELF notes and rpmlint."""
+    with _project(options) as project, scratch_dir(project.cache, ".verify-") as scratch:
+        report = verify_module.verify(project, list(packages), flavour, local_tarball, scratch)
+    if not report.ok:
+        raise verify_module.VerifyFailed(report)
+    lines = [check.describe() for check in report.checks]
+    _emit(
+        options,
+        {"report": dataclasses.asdict(report)},
+        _echo_lines([*lines, f"{len(report.checks)} checks passed"]),
+    )
 
 
 @main_group.group(name="config")

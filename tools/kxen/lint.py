@@ -24,8 +24,14 @@ class LintResult:
         return [line for line in self.lines if ": E: " in line]
 
 
-def rpmlint(paths: Iterable[Path], rpmlintrc: Path, runner: Runner) -> LintResult:
+def rpmlint(
+    paths: Iterable[Path], rpmlintrc: Path, runner: Runner, *, ignore_unused: bool = False
+) -> LintResult:
+    """`ignore_unused`: filters meant for other kinds of input (a spec's, a binary
+    package's) are not reported as unused."""
     argv: list[str | Path] = ["rpmlint"]
+    if ignore_unused:
+        argv.append("--ignore-unused-rpmlintrc")
     if rpmlintrc.is_file():
         argv += ["-r", rpmlintrc]
     result = runner.run([*argv, *paths], check=False)

@@ -1,0 +1,588 @@
+"""`kxen verify`: check built kernel-xen RPMs against what kxen would build.
+
+Every check says what it expected and what it found; the library only
+returns the report (the CLI decides the exit code). Checks: rpm metadata
+(name, version-release, arch, Provides), the payload (/boot files, modules,
+modules.dep against `depmod -n`, module vermagic), the config inside against
+the config kxen generates (toolchain symbols aside) and the Xen options, the
+ELF notes a Xen domain builder reads from the vmlinux inside the bzImage and
+its compression, and rpmlint.
+"""
+
+from __future__ import annotations
+
+import io
+import lzma
+import re
+import struct
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from elftools.common.exceptions import ELFError
+from elftools.elf.elffile import ELFFile
+
+from . import configs, lint, pipeline, spec, toolchain
+from .errors import ExitCode, KxenError
+from .runner import Runner
+
+ARCHES = ("i686", "x86_64")
+ELF_MAGIC = b"\x7fELF"
+MAX_VMLINUX = 1 << 30
+
+# Xen's public/elfnote.h
+XEN_ELFNOTE_ENTRY = 1
+XEN_ELFNOTE_HYPERCALL_PAGE = 2
+XEN_ELFNOTE_GUEST_OS = 6
+XEN_ELFNOTE_FEATURES = 10
+XEN_ELFNOTE_PHYS32_ENTRY = 18
+NOTE_NAMES = {
+    XEN_ELFNOTE_ENTRY: "ENTRY",
+    XEN_ELFNOTE_HYPERCALL_PAGE: "HYPERCALL_PAGE",
+    XEN_ELFNOTE_GUEST_OS: "GUEST_OS",
+    XEN_ELFNOTE_FEATURES: "FEATURES",
+    XEN_ELFNOTE_PHYS32_ENTRY: "PHYS32_ENTRY",
+}
+# PV (x86_64 only since Linux 5.9) needs the PV entry notes; PVH needs PHYS32_ENTRY.
+# HYPERCALL_PAGE is not required: Linux dropped it with XSA-466 (6.12, backported to the
+# stable series, 6.1.119 included) and sets its hypercall page up at run time; Xen's
+# domain builder treats the note as optional. It is reported when present.
+REQUIRED_NOTES = {
+    "x86_64": (
+        XEN_ELFNOTE_GUEST_OS,
+        XEN_ELFNOTE_ENTRY,
+        XEN_ELFNOTE_FEATURES,
+        XEN_ELFNOTE_PHYS32_ENTRY,
+    ),
+    "i686": (XEN_ELFNOTE_PHYS32_ENTRY,),
+}
+OPTIONAL_NOTES = (XEN_ELFNOTE_HYPERCALL_PAGE,)
+REQUIRED_OPTIONS = {
+    "x86_64": ("XEN", "XEN_PVH", "HVC_XEN", "XEN_SYS_HYPERVISOR", "XEN_PV"),
+    "i686": ("XEN", "XEN_PVH", "HVC_XEN", "XEN_SYS_HYPERVISOR", "X86_PAE"),
+}
+
+# Compressions Xen's bzImage loader reads, and the others a kernel may use.
+SUPPORTED_MAGICS = (
+    ("xz", b"\xfd7zXZ\x00"),
+    ("gzip", b"\x1f\x8b\x08"),
+    ("zstd", b"\x28\xb5\x2f\xfd"),
+)
+OTHER_MAGICS = (
+    ("bzip2", b"BZh"),
+    ("lzo", b"\x89LZO"),
+    ("lz4", b"\x02\x21\x4c\x18"),
+    ("lzma", b"\x5d\x00\x00"),
+)
+# rpmlint findings that built kernel packages always have, as Fedora's kernel packages do:
+# depmod writes empty index files when no module has aliases or device names, and the devel
+# package ships upstream's Makefiles, Kconfig files and scripts as they are (empty files,
+# scripts sourced rather than run, old FSF addresses, .gitignore files).
+BINARY_RPMLINT_FILTERS = (
+    r"zero-length /lib/modules/[^/ ]+/modules\.",
+    r"-devel\.[a-z0-9_]+: [EW]: [a-z-]+ /usr/src/kernels/",
+)
+_MODULE_RE = re.compile(r"^([^\s:#]+\.ko(?:\.[a-z]+)?):(.*)$")
+
+
+@dataclass(frozen=True)
+class Check:
+    package: str
+    check: str
+    ok: bool
+    expected: str = ""
+    found: str = ""
+
+    def describe(self) -> str:
+        state = "ok" if self.ok else "FAILED"
+        text = f"{self.package}: {self.check}: {state}"
+        if not self.ok:
+            text += f" (expected {self.expected}, found {self.found})"
+        return text
+
+
+@dataclass
+class VerifyReport:
+    expected_nvr: str
+    flavour: str
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(check.ok for check in self.checks)
+
+    @property
+    def failures(self) -> list[Check]:
+        return [check for check in self.checks if not check.ok]
+
+    def add(
+        self, package: str, check: str, ok: bool, expected: object = "", found: object = ""
+    ) -> bool:
+        self.checks.append(Check(package, check, ok, str(expected), str(found)))
+        return ok
+
+
+class VerifyFailed(KxenError):
+    """Some check failed: the report says which, with expected and found values."""
+
+    exit_code = ExitCode.VERIFY
+
+    def __init__(self, report: VerifyReport) -> None:
+        failures = report.failures
+        super().__init__(
+            f"{len(failures)} of {len(report.checks)} checks failed",
+            details=[check.describe() for check in failures],
+        )
+        self.report = report
+
+
+# --- the bzImage payload and ELF notes -----------------------------------------
+
+
+@dataclass(frozen=True)
+class Payload:
+    """The compressed kernel inside a bzImage: its format, where it starts, the vmlinux."""
+
+    compression: str
+    offset: int
+    elf: bytes | None
+    problem: str = ""
+
+
+def compression_of(blob: bytes) -> str:
+    for name, magic in (*SUPPORTED_MAGICS, *OTHER_MAGICS):
+        if blob.startswith(magic):
+            return name
+    return "unknown"
+
+
+def decompress(compression: str, blob: bytes, runner: Runner | None, scratch: Path | None) -> bytes:
+    """The decompressed stream (trailing bytes after it, such as the size word, ignored)."""
+    if compression == "xz":
+        return lzma.LZMADecompressor(format=lzma.FORMAT_XZ).decompress(blob, MAX_VMLINUX)
+    if compression == "gzip":
+        return zlib.decompressobj(wbits=31).decompress(blob, MAX_VMLINUX)
+    if compression == "zstd":
+        if runner is None or scratch is None:
+            raise ValueError("zstd needs the zstd tool")
+        packed, unpacked = scratch / "payload.zst", scratch / "payload"
+        packed.write_bytes(blob)
+        runner.run(["zstd", "-d", "-q", "-f", packed, "-o", unpacked], check=False)
+        data = unpacked.read_bytes() if unpacked.exists() else b""
+        packed.unlink()
+        unpacked.unlink(missing_ok=True)
+        return data
+    raise ValueError(f"{compression} is not a compression Xen's loader reads")
+
+
+def _try_decompress(
+    compression: str, blob: bytes, runner: Runner | None, scratch: Path | None
+) -> bytes | None:
+    try:
+        data = decompress(compression, blob, runner, scratch)
+    except (lzma.LZMAError, zlib.error, EOFError, ValueError):
+        return None
+    return data if data.startswith(ELF_MAGIC) else None
+
+
+def find_payload(
+    image: bytes, runner: Runner | None = None, scratch: Path | None = None
+) -> Payload:
+    """The vmlinux ELF inside a bzImage.
+
+    A real bzImage says where its payload is (boot protocol >= 2.08: payload_offset and
+    payload_length after the setup sectors); anything else is searched for the first
+    xz, gzip or zstd stream that decompresses to an ELF file."""
+    if len(image) >= 0x250 and image[0x202:0x206] == b"HdrS":
+        (protocol,) = struct.unpack_from("<H", image, 0x206)
+        if protocol >= 0x208:
+            setup_sects = image[0x1F1] or 4
+            offset, length = struct.unpack_from("<II", image, 0x248)
+            start = (setup_sects + 1) * 512 + offset
+            blob = image[start : start + length]
+            compression = compression_of(blob)
+            if compression not in dict(SUPPORTED_MAGICS):
+                return Payload(compression, start, None, "not a compression Xen reads")
+            elf = _try_decompress(compression, blob, runner, scratch)
+            problem = "" if elf else "does not decompress to an ELF file"
+            return Payload(compression, start, elf, problem)
+    candidates = sorted(
+        (position, name)
+        for name, magic in SUPPORTED_MAGICS
+        for position in _positions(image, magic)
+    )
+    for position, name in candidates:
+        elf = _try_decompress(name, image[position:], runner, scratch)
+        if elf is not None:
+            return Payload(name, position, elf)
+    return Payload("unknown", -1, None, "no xz, gzip or zstd stream that holds an ELF file")
+
+
+def _positions(data: bytes, magic: bytes, limit: int = 64) -> Iterator[int]:
+    start = 0
+    for _ in range(limit):
+        found = data.find(magic, start)
+        if found < 0:
+            return
+        yield found
+        start = found + 1
+
+
+@dataclass(frozen=True)
+class Note:
+    owner: str
+    type: int
+    desc: bytes
+
+
+def parse_notes(data: bytes, little_endian: bool = True) -> list[Note]:
+    """ELF note records (namesz, descsz, type, name, desc; 4-byte aligned)."""
+    fmt = "<III" if little_endian else ">III"
+    notes, offset = [], 0
+    while offset + 12 <= len(data):
+        namesz, descsz, kind = struct.unpack_from(fmt, data, offset)
+        offset += 12
+        name_end = offset + namesz
+        desc_start = offset + _align4(namesz)
+        desc_end = desc_start + descsz
+        if desc_end > len(data):
+            break
+        owner = data[offset:name_end].rstrip(b"\0").decode("ascii", "replace")
+        notes.append(Note(owner, kind, data[desc_start:desc_end]))
+        offset = desc_start + _align4(descsz)
+    return notes
+
+
+def _align4(size: int) -> int:
+    return (size + 3) & ~3
+
+
+def elf_notes(elf: bytes) -> list[Note]:
+    """Every note of an ELF file (note sections, else note segments)."""
+    parsed = ELFFile(io.BytesIO(elf))
+    little = parsed.little_endian
+    sections = [s for s in parsed.iter_sections() if s["sh_type"] == "SHT_NOTE"]
+    if sections:
+        return [note for s in sections for note in parse_notes(s.data(), little)]
+    segments = [s for s in parsed.iter_segments() if s["p_type"] == "PT_NOTE"]
+    return [note for s in segments for note in parse_notes(s.data(), little)]
+
+
+def xen_notes(elf: bytes) -> dict[int, bytes]:
+    return {note.type: note.desc for note in elf_notes(elf) if note.owner == "Xen"}
+
+
+def modinfo(path: Path) -> dict[str, str]:
+    """`key=value` pairs of a module's .modinfo section."""
+    with path.open("rb") as handle:
+        section = ELFFile(handle).get_section_by_name(".modinfo")
+        data = section.data() if section is not None else b""
+    pairs = (item.decode("utf-8", "replace").partition("=") for item in data.split(b"\0"))
+    return {key: value for key, _, value in pairs if key}
+
+
+# --- RPMs ------------------------------------------------------------------------
+
+
+def rpm_header(path: Path) -> Any:
+    import rpm
+
+    ts = rpm.TransactionSet()
+    ts.setVSFlags(rpm._RPMVSF_NOSIGNATURES | rpm._RPMVSF_NODIGESTS)
+    with path.open("rb") as handle:
+        return ts.hdrFromFdno(handle.fileno())
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def extract_payload(package: Path, into: Path, runner: Runner) -> None:
+    into.mkdir(parents=True, exist_ok=True)
+    runner.run(
+        [
+            "bash",
+            "-c",
+            'set -o pipefail; rpm2cpio "$0" | cpio -idm --quiet --no-absolute-filenames',
+            package.resolve(),
+        ],
+        cwd=into,
+    )
+
+
+def verify(
+    project: pipeline.Project,
+    packages: list[Path],
+    flavour: str,
+    local_tarball: pipeline.UpstreamChoice,
+    scratch: Path,
+) -> VerifyReport:
+    """Check `packages` against the build kxen would make of this checkout."""
+    project.check_flavour(flavour)
+    up = pipeline.resolve_upstream(project, local_tarball)
+    ident = spec.identity(project.manifest, up.version, flavour, None)
+    report = VerifyReport(ident.nvr, flavour)
+    name = project.manifest.name
+    mains: list[tuple[Path, str, str]] = []  # package, arch, kernel release
+    readable = []
+    for package in packages:
+        project.progress.phase("verify", package.name)
+        label = package.name
+        try:
+            header = rpm_header(package)
+        except Exception as exc:  # rpm raises plain errors for non-RPM files
+            report.add(label, "readable rpm", False, "an RPM package", exc)
+            continue
+        readable.append(package)
+        if not header["sourcerpm"]:
+            report.add(label, "binary rpm", False, "a binary package", "a source package")
+            continue
+        pkg_name, arch = _text(header["name"]), _text(header["arch"])
+        version, release = _text(header["version"]), _text(header["release"])
+        report.add(
+            label, "name", pkg_name in (name, f"{name}-devel"), f"{name} or {name}-devel", pkg_name
+        )
+        expected_vr = f"{ident.version.rpm_version}-{ident.release}"
+        report.add(
+            label,
+            "version-release",
+            f"{version}-{release}" == expected_vr,
+            expected_vr,
+            f"{version}-{release}",
+        )
+        report.add(label, "arch", arch in ARCHES, " or ".join(ARCHES), arch)
+        kver = ident.kernel_release(arch)
+        provides = {
+            _text(n): _text(v)
+            for n, v in zip(header["providename"], header["provideversion"], strict=True)
+        }
+        uname = f"{pkg_name}-uname-r"
+        report.add(
+            label,
+            f"provides {uname}",
+            provides.get(uname) == kver,
+            f"{uname} = {kver}",
+            f"{uname} = {provides[uname]}" if uname in provides else "absent",
+        )
+        if pkg_name == name:
+            report.add(
+                label,
+                "provides installonlypkg(kernel)",
+                "installonlypkg(kernel)" in provides,
+                "present",
+                "present" if "installonlypkg(kernel)" in provides else "absent",
+            )
+            if arch in ARCHES:
+                mains.append((package, arch, kver))
+    generated = _generated_configs(project, up, flavour, sorted({a for _, a, _ in mains}), scratch)
+    for index, (package, arch, kver) in enumerate(mains):
+        project.progress.phase("verify", f"payload of {package.name}")
+        root = scratch / f"root-{index}"
+        extract_payload(package, root, project.runner)
+        _check_payload(report, package.name, root, arch, kver, generated[arch], project.runner)
+    if readable:
+        project.progress.phase("verify", "rpmlint")
+        rc = _binary_rpmlintrc(project.root / f"{name}.rpmlintrc", scratch / "rpmlintrc")
+        result = lint.rpmlint(readable, rc, project.runner, ignore_unused=True)
+        report.add(
+            ", ".join(p.name for p in readable),
+            "rpmlint",
+            result.errors == 0,
+            "0 errors",
+            f"{result.errors} errors: " + "; ".join(result.error_lines[:5]),
+        )
+    return report
+
+
+def _binary_rpmlintrc(checkout_rc: Path, target: Path) -> Path:
+    """The checkout's rpmlint filters plus those for built kernel packages."""
+    text = checkout_rc.read_text() if checkout_rc.is_file() else ""
+    text += "\n# kxen verify: built kernel packages\n"
+    text += "".join(f'addFilter("{pattern}")\n' for pattern in BINARY_RPMLINT_FILTERS)
+    target.write_text(text)
+    return target
+
+
+def _generated_configs(
+    project: pipeline.Project,
+    up: Any,
+    flavour: str,
+    arches: list[str],
+    scratch: Path,
+) -> dict[str, dict[str, configs.Value]]:
+    if not arches:
+        return {}
+    targets = [configs.Target(arch, flavour) for arch in arches]
+    paths = pipeline.generate_configs(project, up, targets, scratch / "configs")
+    by_name = {path.name: path for path in paths}
+    kernelversion = up.version.kernelversion
+    return {
+        t.arch: configs.parse_config_values(by_name[t.config_name(kernelversion)].read_text())
+        for t in targets
+    }
+
+
+def _check_payload(
+    report: VerifyReport,
+    label: str,
+    root: Path,
+    arch: str,
+    kver: str,
+    generated: dict[str, configs.Value],
+    runner: Runner,
+) -> None:
+    for path in (f"/boot/vmlinuz-{kver}", f"/boot/System.map-{kver}", f"/boot/config-{kver}"):
+        present = (root / path.lstrip("/")).is_file()
+        report.add(label, f"file {path}", present, "present", "present" if present else "absent")
+    moddir = root / "lib" / "modules" / kver
+    report.add(
+        label,
+        f"directory /lib/modules/{kver}/",
+        moddir.is_dir(),
+        "present",
+        "present" if moddir.is_dir() else "absent",
+    )
+    if moddir.is_dir():
+        _check_modules(report, label, root, moddir, kver, runner)
+    config = root / "boot" / f"config-{kver}"
+    if config.is_file():
+        _check_config(report, label, config, arch, generated)
+    image = root / "boot" / f"vmlinuz-{kver}"
+    if image.is_file():
+        _check_image(report, label, image.read_bytes(), arch, runner, root.parent)
+
+
+def _parse_modules_dep(text: str) -> dict[str, tuple[str, ...]]:
+    deps: dict[str, tuple[str, ...]] = {}
+    for line in text.splitlines():
+        if line.startswith("#"):
+            break  # depmod -n goes on with modules.alias
+        matched = _MODULE_RE.match(line)
+        if matched:
+            deps[matched[1]] = tuple(matched[2].split())
+    return deps
+
+
+def _check_modules(
+    report: VerifyReport, label: str, root: Path, moddir: Path, kver: str, runner: Runner
+) -> None:
+    argv: list[str | Path] = ["/usr/sbin/depmod", "-n", "-e", "-b", root]
+    system_map = root / "boot" / f"System.map-{kver}"
+    if system_map.is_file():
+        argv += ["-F", system_map]
+    result = runner.run([*argv, kver], check=False)
+    lines = result.output.splitlines()
+    warnings = [line for line in lines if line.startswith("depmod:")]
+    computed = _parse_modules_dep("\n".join(line for line in lines if line not in warnings))
+    unknown = [line for line in warnings if "unknown symbol" in line]
+    report.add(
+        label,
+        "module dependencies resolve",
+        result.ok and not unknown,
+        "depmod -e without unknown symbols",
+        "; ".join(unknown[:5]) or f"depmod exit {result.returncode}",
+    )
+    shipped_path = moddir / "modules.dep"
+    if shipped_path.is_file():
+        shipped = _parse_modules_dep(shipped_path.read_text())
+        differ = sorted(set(shipped) ^ set(computed)) + sorted(
+            m for m in set(shipped) & set(computed) if set(shipped[m]) != set(computed[m])
+        )
+        report.add(
+            label,
+            "modules.dep matches depmod",
+            not differ,
+            f"{len(computed)} modules as depmod -n lists them",
+            f"differences in {', '.join(differ[:5])}",
+        )
+    modules = sorted(p for p in moddir.rglob("*.ko") if p.is_file())
+    wrong = []
+    for module in modules:
+        try:
+            vermagic = modinfo(module).get("vermagic", "")
+        except ELFError as exc:
+            vermagic = f"unreadable ({exc})"
+        if vermagic != kver and not vermagic.startswith(f"{kver} "):
+            wrong.append(f"{module.relative_to(moddir)}: {vermagic or 'no vermagic'}")
+    report.add(
+        label,
+        "module vermagic",
+        not wrong,
+        f"vermagic starting with {kver}",
+        "; ".join(wrong[:5]) or f"{len(modules)} modules",
+    )
+
+
+def _show(value: configs.Value) -> str:
+    return "not set" if value is None else value
+
+
+def _check_config(
+    report: VerifyReport,
+    label: str,
+    path: Path,
+    arch: str,
+    generated: dict[str, configs.Value],
+) -> None:
+    inside = configs.parse_config_values(path.read_text())
+    for option in REQUIRED_OPTIONS[arch]:
+        value = inside.get(option)
+        report.add(label, f"config CONFIG_{option}", value == "y", "y", _show(value))
+    significant = {
+        symbol
+        for symbol in set(inside) | set(generated)
+        if not toolchain.is_toolchain_symbol(symbol)
+    }
+    differ = sorted(s for s in significant if inside.get(s) != generated.get(s))
+    report.add(
+        label,
+        "config equals the generated one",
+        not differ,
+        "; ".join(f"CONFIG_{s}={_show(generated.get(s))}" for s in differ[:10]) or "same",
+        "; ".join(f"CONFIG_{s}={_show(inside.get(s))}" for s in differ[:10])
+        + (f" (+{len(differ) - 10} more)" if len(differ) > 10 else ""),
+    )
+
+
+def _check_image(
+    report: VerifyReport, label: str, image: bytes, arch: str, runner: Runner, scratch: Path
+) -> None:
+    payload = find_payload(image, runner, scratch)
+    readable = dict(SUPPORTED_MAGICS)
+    report.add(
+        label,
+        "kernel compression",
+        payload.compression in readable,
+        " or ".join(readable),
+        payload.compression,
+    )
+    report.add(
+        label,
+        "vmlinux inside the bzImage",
+        payload.elf is not None,
+        "an ELF file",
+        payload.problem or "an ELF file",
+    )
+    if payload.elf is None:
+        return
+    try:
+        notes = xen_notes(payload.elf)
+    except ELFError as exc:
+        report.add(label, "ELF notes", False, "readable notes", exc)
+        return
+    for kind in REQUIRED_NOTES[arch]:
+        report.add(
+            label,
+            f"Xen ELF note {NOTE_NAMES[kind]}",
+            kind in notes,
+            "present",
+            "present" if kind in notes else "absent",
+        )
+    for kind in OPTIONAL_NOTES:
+        found = "present" if kind in notes else "absent"
+        report.add(label, f"Xen ELF note {NOTE_NAMES[kind]} (optional)", True, "either", found)
+    if XEN_ELFNOTE_GUEST_OS in notes:
+        guest = notes[XEN_ELFNOTE_GUEST_OS].rstrip(b"\0").decode("ascii", "replace")
+        report.add(label, "Xen ELF note GUEST_OS value", guest == "linux", "linux", guest)
