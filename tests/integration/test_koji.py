@@ -2,9 +2,7 @@
 
 The driver tests submit a tiny package rpmbuild makes in seconds; the hub's builder
 really rebuilds it per arch, so the downloaded RPMs are real. One test drives the
-same hub with koji's own CLI to show the hub speaks koji's protocol. (A real smoke
-kernel-xen scratch build through the hub passed once by hand; CI has room for only the two
-local kernel builds within its 45 minutes on 2 cores.)"""
+same hub with koji's own CLI to show the hub speaks koji's protocol."""
 
 from __future__ import annotations
 
@@ -602,3 +600,46 @@ def test_scm_url_from_checkout(tmp_path: Path) -> None:
     assert kojidriver.scm_url(tmp_path, runner, None, head[:12]).endswith(f"#{head[:12]}")
     with pytest.raises(InputError, match="give a git\\+https:// URL"):
         kojidriver.scm_url(tmp_path, runner, "git@example.org:kernel-xen.git", head)
+
+
+@pytest.mark.slow
+def test_kernel_xen_smoke_scratch_build_through_hub(
+    hub: Hub, koji_config: Path, linux_tarball: Path, tmp_path: Path, kxen_cache: Path
+) -> None:
+    """The real thing once: kxen makes the kernel-xen SRPM, the hub rebuilds it for x86_64."""
+    hub.state.add_target("kernel-xen", ["i686", "x86_64"], packages=["kernel-xen"])
+    os.environ["KXEN_KOJI_PASSWORD"] = PASSWORD
+    try:
+        results = tmp_path / "results"
+        built = run_kxen(
+            "scratch-build",
+            "--profile",
+            PROFILE,
+            "--koji-config",
+            str(koji_config),
+            "--user",
+            USER,
+            "--arch-override",
+            "x86_64",
+            "--flavour",
+            "smoke",
+            "--upstream",
+            linux_tarball,
+            "--results",
+            results,
+            "--json",
+            cache=kxen_cache,
+        )
+    finally:
+        os.environ.pop("KXEN_KOJI_PASSWORD", None)
+    report = json.loads(built.stdout)
+    nvr = report["nvr"]
+    assert nvr.startswith("kernel-xen-") and list(report["arches"]) == ["x86_64"]
+    folder = results / nvr / "x86_64"
+    kernel = folder / f"{nvr}.x86_64.rpm"
+    assert rpm_arch(kernel) == "x86_64"
+    listing = subprocess.run(
+        ["rpm", "-qlp", "--nosignature", str(kernel)], capture_output=True, text=True, check=True
+    ).stdout
+    assert f"/boot/vmlinuz-{nvr.removeprefix('kernel-xen-')}.x86_64" in listing
+    assert (folder / "build.log").stat().st_size > 0
