@@ -29,7 +29,7 @@ from . import configcheck, configs, manifest, patchapply, patches, pipeline, sna
 from . import koji as kojidriver
 from . import spec as spec_module
 from . import verify as verify_module
-from .backends.base import neutralise
+from .backends.base import Backend, neutralise
 from .backends.local import LocalBackend, build_area
 from .backends.mock import MockBackend, choose_roots, default_roots
 from .errors import ConfigError, InputError, Interrupted, KxenError, LintError
@@ -199,6 +199,15 @@ def main_group(ctx: click.Context, repo: Path | None, cache_dir: Path | None) ->
     ctx.obj = Options(repo=repo.resolve(), cache=(cache_dir or pipeline.default_cache_dir()))
 
 
+RESULTS_OPTION = click.option(
+    "--results",
+    "results_root",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Results root (default: results/ in the checkout).",
+)
+
+
 def upstream_options(func: Callable[..., None]) -> Callable[..., None]:
     """--upstream TARBALL|CHECKOUT and --ref, handed to `func` as one `local_tarball`
     (a `pipeline.UpstreamChoice`)."""
@@ -282,6 +291,25 @@ def selection_options(func: Callable[..., None]) -> Callable[..., None]:
     for option in options:
         decorated = option(decorated)
     return decorated
+
+
+def _build(
+    project: pipeline.Project,
+    backend: Backend,
+    selection: Selection,
+    arches: list[str],
+    results_root: Path,
+) -> pipeline.BuildReport:
+    """One pipeline.build for every backend command (local, mockbuild, ...)."""
+    return pipeline.build(
+        project,
+        backend,
+        selection.flavour,
+        arches,
+        selection.local_tarball,
+        results_root,
+        selection.buildid,
+    )
 
 
 # --- commands ----------------------------------------------------------------
@@ -417,13 +445,7 @@ def srpm(options: Options, selection: Selection, outdir: Path | None) -> None:
 @command(main_group)
 @click.option("--arch", "arches", multiple=True, help="Arch to build (repeatable; default: all).")
 @selection_options
-@click.option(
-    "--results",
-    "results_root",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Results root (default: results/ in the checkout).",
-)
+@RESULTS_OPTION
 @click.option(
     "--workdir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -443,15 +465,7 @@ def local(
     with _project(options) as project:
         wanted = list(arches) or list(project.manifest.arches)
         backend = LocalBackend(project.runner, workdir.resolve() if workdir else build_area(root))
-        report = pipeline.build(
-            project,
-            backend,
-            selection.flavour,
-            wanted,
-            selection.local_tarball,
-            root,
-            selection.buildid,
-        )
+        report = _build(project, backend, selection, wanted, root)
     lines = [f"{r.arch}: ok in {r.seconds:.0f}s: {', '.join(r.rpms)}" for r in report.arches]
     _emit(
         options,
@@ -478,13 +492,7 @@ def local(
     "slots are shared between them.",
 )
 @click.option("--no-clean", is_flag=True, help="Keep the build roots (mock --no-cleanup-after).")
-@click.option(
-    "--results",
-    "results_root",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Results root (default: results/ in the checkout).",
-)
+@RESULTS_OPTION
 @click.argument("mock_args", nargs=-1, type=click.UNPROCESSED)
 def mockbuild(
     options: Options,
@@ -513,15 +521,7 @@ def mockbuild(
             no_clean=no_clean,
             extra_args=mock_args,
         )
-        report = pipeline.build(
-            project,
-            backend,
-            selection.flavour,
-            wanted,
-            selection.local_tarball,
-            root,
-            selection.buildid,
-        )
+        report = _build(project, backend, selection, wanted, root)
     lines = [
         f"{r.arch}: ok in {r.seconds:.0f}s ({chosen[r.arch]}): {', '.join(r.rpms)}"
         for r in report.arches
@@ -1062,15 +1062,6 @@ def _downloaded(options: Options, done: kojidriver.Downloaded) -> None:
         },
         _echo_lines([*lines, f"results: {done.results_dir}"]),
     )
-
-
-RESULTS_OPTION = click.option(
-    "--results",
-    "results_root",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Results root (default: results/ in the checkout).",
-)
 
 
 @command(main_group, name="scratch-build")
