@@ -6,6 +6,15 @@ import shutil
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+# What `kxen boot-test` reports of a good boot under Xen, in order.
+XEN_BOOT_STAGES = [
+    "Xen started",
+    "dom0 kernel started",
+    "dom0 toolstack started",
+    "guest created",
+    "guest kernel started",
+    "guest init ran",
+]
 CHECKOUT_ITEMS = (
     "kernel-xen.yaml",
     "kernel-xen.rpmlintrc",

@@ -78,7 +78,7 @@ class SmokeBuild:
         return self.arch_dir(arch) / f"{name}-{self.nvr.removeprefix('kernel-xen-')}.{arch}.rpm"
 
     def kernel_release(self, arch: str) -> str:
-        return f"{self.nvr.removeprefix('kernel-xen-')}.{arch}"
+        return f"{self.nvr.removeprefix('kernel-xen-')}.{arch}+xen"
 
 
 @pytest.fixture(scope="session")

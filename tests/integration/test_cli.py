@@ -94,7 +94,7 @@ def test_verrel_prints_fedora_style_nvr(checkout: Path, tmp_path: Path) -> None:
         ).stdout
     )
     assert data["nvr"] == "kernel-xen-6.1.0-1.local.smoke"
-    assert data["kernel_release"]["i686"] == "6.1.0-1.local.smoke.i686"
+    assert data["kernel_release"]["i686"] == "6.1.0-1.local.smoke.i686+xen"
 
 
 def test_bad_manifest_is_exit_2_with_field_path(checkout: Path, tmp_path: Path) -> None:

@@ -641,5 +641,5 @@ def test_kernel_xen_smoke_scratch_build_through_hub(
     listing = subprocess.run(
         ["rpm", "-qlp", "--nosignature", str(kernel)], capture_output=True, text=True, check=True
     ).stdout
-    assert f"/boot/vmlinuz-{nvr.removeprefix('kernel-xen-')}.x86_64" in listing
+    assert f"/boot/vmlinuz-{nvr.removeprefix('kernel-xen-')}.x86_64+xen" in listing
     assert (folder / "build.log").stat().st_size > 0

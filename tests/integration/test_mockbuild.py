@@ -152,7 +152,7 @@ def test_command_line_per_arch() -> None:
         "--isolation=simple",
         "--no-bootstrap-image",
         "--define",
-        "_smp_mflags -j1",
+        "_smp_mflags -j2 -l2",
         "--with",
         "debuginfo",
     ]
@@ -160,10 +160,10 @@ def test_command_line_per_arch() -> None:
 
 def test_job_slots_and_roots() -> None:
     assert [smp_flags(2, 2), smp_flags(2, 1), smp_flags(8, 3), smp_flags(1, 2)] == [
-        "-j1",
+        "-j2 -l2",
         "-j2",
-        "-j2",
-        "-j1",
+        "-j8 -l8",
+        "-j1 -l1",
     ]
     defaults = default_roots((("i686", "centos-stream-9-i686"),))
     assert defaults["i686"] == "centos-stream-9-i686"
@@ -335,7 +335,7 @@ def test_two_arches_build_concurrently_sharing_job_slots(
     (start_a, end_a), (start_b, end_b) = spans["x86_64"], spans["i686"]
     assert start_a < end_b and start_b < end_a, spans
     for arch in ("x86_64", "i686"):
-        assert "smp flags: -j1" in (nvr_dir / arch / "build.log").read_text()
+        assert "smp flags: -j2 -l2" in (nvr_dir / arch / "build.log").read_text()
         assert (nvr_dir / arch / f"{TINY}.{arch}.rpm").is_file()
 
 
@@ -454,4 +454,4 @@ def test_real_kernel_through_mockbuild(mock_smoke_build: tuple[dict[str, object]
     roots = summary["roots"]
     assert isinstance(roots, dict) and roots["x86_64"].endswith("-x86_64")
     files = set(rpm_header(arch_dir / kernel)["filenames"])
-    assert f"/boot/vmlinuz-{version}.x86_64" in files
+    assert f"/boot/vmlinuz-{version}.x86_64+xen" in files

@@ -52,7 +52,7 @@ def test_verify_passes_on_the_smoke_rpms(
     assert f"{devel.name}: provides kernel-xen-devel-uname-r" in checks
 
 
-KVER = "6.1.192-1.smoke.x86_64"
+KVER = "6.1.192-1.smoke.x86_64+xen"
 TINY_SPEC = f"""
 %global debug_package %{{nil}}
 %global __os_install_post %{{nil}}

@@ -3,12 +3,14 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import threading
+import time
 from pathlib import Path
 
 import pytest
 from kxen import runner
 from kxen.errors import ExitCode, MissingToolError
-from kxen.runner import CommandFailed, SubprocessRunner
+from kxen.runner import CommandFailed, StoppedError, SubprocessRunner
 
 
 def test_captures_stdout_and_stderr_in_order():
@@ -119,3 +121,19 @@ def test_interrupt_from_on_line_kills_the_whole_process_group(tmp_path):
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(group, signal.SIGKILL)  # never leave a sleep behind on failure
+
+
+def test_commands_after_stop_all_are_refused_not_started(tmp_path):
+    """The race a Ctrl-C used to lose: a thread that checked "stop?" just before the
+    main thread stopped everything must not start its command afterwards."""
+    runner = SubprocessRunner()
+    marker = tmp_path / "started"
+    running = threading.Thread(target=runner.run, args=(["sleep", "30"],), kwargs={"check": False})
+    running.start()
+    time.sleep(0.3)
+    runner.stop_all()
+    running.join(timeout=15)
+    assert not running.is_alive()
+    with pytest.raises(StoppedError, match="not started"):
+        runner.run(["touch", str(marker)])
+    assert not marker.exists()

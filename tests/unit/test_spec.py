@@ -116,8 +116,8 @@ def test_rendered_spec_parses_with_rpmspec(tmp_path, load, templates, rpmspec, a
     assert _tag(parsed, "ExclusiveArch").split() == ["i686", "x86_64"]
     assert _tag(parsed, "License") == "GPL-2.0-only"
     provides = [value for tag, value in _tags(parsed) if tag == "Provides"]
-    assert f"kernel-xen-uname-r = 6.1.192-1.{arch}" in provides
-    assert f"Provides: kernel-xen-devel-uname-r = 6.1.192-1.{arch}" in parsed
+    assert f"kernel-xen-uname-r = 6.1.192-1.{arch}+xen" in provides
+    assert f"Provides: kernel-xen-devel-uname-r = 6.1.192-1.{arch}+xen" in parsed
     # %prep applies the upstream patch and copies the config of this arch, a declared Source
     assert "xz -T0 -dc /nonexistent/linux-6.1.tar.xz | tar -xf - --strip-components=1" in parsed
     assert "xz -T0 -dc /nonexistent/patch-6.1.192.xz | patch -p1" in parsed
@@ -141,10 +141,10 @@ def test_buildid_and_smoke_flavour(tmp_path, load, templates, rpmspec):
     assert _tag(parsed, "Release") == "3.local.smoke"
     assert _tag(parsed, "Source100") == "kernel-6.1.192-i686-smoke-xen.config"
     assert _tag(parsed, "Source101") == "kernel-6.1.192-x86_64-smoke-xen.config"
-    assert "Provides: kernel-xen-uname-r = 6.1.192-3.local.smoke.x86_64" in parsed
+    assert "Provides: kernel-xen-uname-r = 6.1.192-3.local.smoke.x86_64+xen" in parsed
     assert "cp /nonexistent/kernel-6.1.192-x86_64-smoke-xen.config .config" in parsed
     assert inputs.nvr == "kernel-xen-6.1.192-3.local.smoke"
-    assert inputs.kernel_release("x86_64") == "6.1.192-3.local.smoke.x86_64"
+    assert inputs.kernel_release("x86_64") == "6.1.192-3.local.smoke.x86_64+xen"
 
 
 def test_prerelease_release(tmp_path, load, templates, rpmspec):
@@ -158,7 +158,7 @@ def test_prerelease_release(tmp_path, load, templates, rpmspec):
     assert _tag(parsed, "Source0") == MIRROR + "v6.x/linux-6.1.tar.xz"
     assert _tag(parsed, "Source1") == MIRROR + "v6.x/testing/patch-6.2-rc3.xz"
     assert _tag(parsed, "Source101") == "kernel-6.2.0-x86_64-xen.config"
-    assert "Provides: kernel-xen-uname-r = 6.2.0-0.1.rc3.x86_64" in parsed
+    assert "Provides: kernel-xen-uname-r = 6.2.0-0.1.rc3.x86_64+xen" in parsed
 
 
 def test_local_tarball_origin(tmp_path, load, templates, rpmspec):
@@ -384,7 +384,7 @@ def test_spec_inputs_properties(load):
     inputs = _inputs(loaded, UP_RC3)
     assert inputs.release == "0.4.rc3"
     assert inputs.nvr == "kernel-xen-6.2.0-0.4.rc3.ci"
-    assert inputs.kernel_release("i686") == "6.2.0-0.4.rc3.ci.i686"
+    assert inputs.kernel_release("i686") == "6.2.0-0.4.rc3.ci.i686+xen"
     assert spec.flavour_buildid("", "default") == ""
     assert spec.flavour_buildid(".ci", "smoke") == ".ci.smoke"
     assert spec.config_names(loaded, UP_RC3, "smoke") == (
@@ -445,7 +445,7 @@ def test_prep_applies_a_stable_update(tmp_path, load, templates, make_tarball, m
     assert result.returncode == 0, result.stderr
     (makefile,) = (tmp_path / "rpmbuild").rglob("linux-6.1/Makefile")
     assert "SUBLEVEL = 192\n" in makefile.read_text()
-    assert "EXTRAVERSION = -1.x86_64\n" in makefile.read_text()
+    assert "EXTRAVERSION = -1.x86_64+xen\n" in makefile.read_text()
     assert (makefile.parent / ".config").read_text() == "CONFIG_XEN=y\n"
 
 
@@ -464,9 +464,9 @@ def test_prep_refuses_a_tree_of_another_version(
     result = _run_prep(tmp_path, load, templates, make_tarball, makefile_text, UP_192, patches)
     assert result.returncode != 0
     errors = [line for line in result.stderr.splitlines() if line.startswith("error")]
-    assert any("6.1.191-1.x86_64" in line and "6.1.192-1.x86_64" in line for line in errors), (
-        result.stderr
-    )
+    assert any(
+        "6.1.191-1.x86_64+xen" in line and "6.1.192-1.x86_64+xen" in line for line in errors
+    ), result.stderr
 
 
 def test_prep_of_a_git_snapshot(tmp_path, load, templates, make_tarball, makefile_text):

@@ -24,7 +24,7 @@ XEN_NOTES_ASM = """
     .quad 0x1000000
     .section .modinfo,"a"
     .asciz "license=GPL"
-    .asciz "vermagic=6.1.192-1.smoke.x86_64 SMP mod_unload "
+    .asciz "vermagic=6.1.192-1.smoke.x86_64+xen SMP mod_unload "
 """
 
 
@@ -72,7 +72,7 @@ def test_modinfo_reads_vermagic(xen_elf: bytes, tmp_path: Path) -> None:
     module = tmp_path / "fake.ko"
     module.write_bytes(xen_elf)
     info = verify.modinfo(module)
-    assert info["vermagic"].startswith("6.1.192-1.smoke.x86_64 ")
+    assert info["vermagic"].startswith("6.1.192-1.smoke.x86_64+xen ")
     assert info["license"] == "GPL"
 
 
@@ -144,7 +144,9 @@ def test_config_check_names_missing_xen_options_and_differences(tmp_path: Path) 
         "GCC_VERSION": "140000",
     }
     report = verify.VerifyReport("kernel-xen-6.1.192-1", "default")
-    verify._check_config(report, "k.rpm", config, "x86_64", generated)
+    verify._check_config(
+        report, "k.rpm", config, ("x86_64", verify.GUEST_TYPES["x86_64"]), generated
+    )
     failed = {check.check: check for check in report.failures}
     assert set(failed) == {"config CONFIG_XEN_PV", "config equals the generated one"}
     assert failed["config CONFIG_XEN_PV"].found == "not set"

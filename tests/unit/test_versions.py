@@ -187,11 +187,11 @@ def test_rpm_ordering_follows_the_release_cycle(older, newer):
 @pytest.mark.parametrize(
     ("text", "release", "arch", "expected"),
     [
-        ("6.1.192", "1", "x86_64", "6.1.192-1.x86_64"),
-        ("6.1", "1.local", "i686", "6.1.0-1.local.i686"),
-        ("6.2-rc3", "0.1.rc3", "x86_64", "6.2.0-0.1.rc3.x86_64"),
-        ("2.6.24.4", "2", "i686", "2.6.24.4-2.i686"),
-        ("2.6.25-rc8-git3", "0.4.rc8.git3", "i686", "2.6.25-0.4.rc8.git3.i686"),
+        ("6.1.192", "1", "x86_64", "6.1.192-1.x86_64+xen"),
+        ("6.1", "1.local", "i686", "6.1.0-1.local.i686+xen"),
+        ("6.2-rc3", "0.1.rc3", "x86_64", "6.2.0-0.1.rc3.x86_64+xen"),
+        ("2.6.24.4", "2", "i686", "2.6.24.4-2.i686+xen"),
+        ("2.6.25-rc8-git3", "0.4.rc8.git3", "i686", "2.6.25-0.4.rc8.git3.i686+xen"),
     ],
 )
 def test_kernel_release(text, release, arch, expected):
@@ -200,7 +200,7 @@ def test_kernel_release(text, release, arch, expected):
 
 def test_kernel_release_limit_is_64_characters():
     version = UpstreamVersion.parse("6.1.192")
-    fixed = len("6.1.192-") + len(".x86_64")
+    fixed = len("6.1.192-") + len(".x86_64+xen")
     longest = "1" * (UTS_RELEASE_MAX - fixed)
     assert len(kernel_release(version, longest, "x86_64")) == 64
     with pytest.raises(ValueError, match="65 characters; the limit is 64"):

@@ -25,13 +25,14 @@ from rich.console import Console
 from rich.progress import Progress as RichProgress
 from rich.progress import SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from . import configcheck, configs, manifest, patchapply, patches, pipeline, snapshot
+from . import boottest, configcheck, configs, manifest, patchapply, patches, pipeline, snapshot
 from . import koji as kojidriver
 from . import spec as spec_module
 from . import verify as verify_module
 from .backends.base import Backend, neutralise
 from .backends.local import LocalBackend, build_area
 from .backends.mock import MockBackend, choose_roots, default_roots
+from .boottest.pieces import PieceChoice
 from .errors import ConfigError, InputError, Interrupted, KxenError, LintError
 from .fsutil import scratch_dir
 from .lint import rpmlint
@@ -556,15 +557,25 @@ def lint(options: Options, paths: tuple[Path, ...]) -> None:
 )
 @UPSTREAM_OPTION
 @click.option("--flavour", default="default", show_default=True, help="Flavour the RPMs are of.")
+@click.option(
+    "--guest",
+    "guests",
+    multiple=True,
+    type=click.Choice(tuple(verify_module.GUEST_NOTES)),
+    help="Guest type the kernels must boot as (repeatable; default: all their arch supports).",
+)
 def verify(
     options: Options,
     packages: tuple[Path, ...],
     local_tarball: pipeline.UpstreamChoice,
     flavour: str,
+    guests: tuple[str, ...],
 ) -> None:
     """Check built RPMs: metadata, payload, modules, config, Xen ELF notes and rpmlint."""
     with _project(options) as project, scratch_dir(project.cache, ".verify-") as scratch:
-        report = verify_module.verify(project, list(packages), flavour, local_tarball, scratch)
+        report = verify_module.verify(
+            project, list(packages), flavour, local_tarball, scratch, guests
+        )
     if not report.ok:
         raise verify_module.VerifyFailed(report)
     lines = [check.describe() for check in report.checks]
@@ -573,6 +584,91 @@ def verify(
         {"report": dataclasses.asdict(report)},
         _echo_lines([*lines, f"{len(report.checks)} checks passed"]),
     )
+
+
+def _existing(dir_okay: bool = False, file_okay: bool = True) -> click.Path:
+    return click.Path(exists=True, dir_okay=dir_okay, file_okay=file_okay, path_type=Path)
+
+
+@command(main_group, name="boot-test")
+@click.argument("package", type=_existing())
+@click.option(
+    "--mode",
+    type=click.Choice(boottest.MODES),
+    default="pvh",
+    show_default=True,
+    help="Boot as a Xen PV or PVH domU, or natively on QEMU's hardware without Xen.",
+)
+@click.option(
+    "--timeout",
+    type=float,
+    default=300.0,
+    show_default=True,
+    help="Seconds after which QEMU is stopped, whatever it is doing.",
+)
+@click.option("--append", default="", help="Extra kernel command line for the guest.")
+@click.option(
+    "--log",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Where to keep the serial console log (default: in the cache).",
+)
+@click.option(
+    "--xen",
+    type=_existing(),
+    default=None,
+    help="Xen hypervisor image, e.g. /boot/xen-4.17.gz (default: Debian's).",
+)
+@click.option(
+    "--dom0-kernel",
+    type=_existing(),
+    default=None,
+    help="dom0 kernel image with its module tree beside it (default: Debian's).",
+)
+@click.option(
+    "--toolstack",
+    type=_existing(dir_okay=True, file_okay=False),
+    default=None,
+    help="Root holding xl, xenstored, xenconsoled and their libraries (default: Debian's).",
+)
+@click.option(
+    "--busybox",
+    type=_existing(),
+    default=None,
+    help="A static busybox for dom0's initramfs (default: Debian's busybox-static).",
+)
+def boot_test(
+    options: Options,
+    package: Path,
+    mode: str,
+    timeout: float,
+    append: str,
+    log: Path | None,
+    xen: Path | None,
+    dom0_kernel: Path | None,
+    toolstack: Path | None,
+    busybox: Path | None,
+) -> None:
+    """Boot the kernel of a built RPM as a Xen domU under Xen in QEMU (or natively)."""
+    cache = options.cache
+    request = boottest.BootRequest(
+        package=package,
+        mode=mode,
+        timeout=timeout,
+        log=log or cache / "boot-test" / "logs" / f"{package.name.removesuffix('.rpm')}-{mode}.log",
+        append=append,
+        pieces=PieceChoice(xen, dom0_kernel, toolstack, busybox),
+    )
+    with TerminalProgress(stderr) as progress:
+        result = boottest.boot_test(request, cache, SubprocessRunner(), progress)
+    if not result.passed:
+        raise boottest.BootFailed(result)
+    stages = [f"  {s['seconds']:6.1f}s  {s['stage']}" for s in result.stages]
+    summary = (
+        f"{result.package}: booted {result.kernel_release} as {result.mode}"
+        f" (guest_type {result.guest_type}) in {result.seconds:.1f}s; log {result.log}"
+    )
+    _emit(options, {"result": dataclasses.asdict(result)}, _echo_lines([*stages, summary]))
 
 
 @main_group.group(name="config")

@@ -25,6 +25,7 @@ class ExitCode(IntEnum):
     PATCH = 11  # a downstream patch does not apply as %prep applies it (--fuzz=0)
     HUB = 12  # the koji hub stayed unreachable/offline after retries, or refused the login
     VERIFY = 13  # `kxen verify`: a built RPM failed a check
+    BOOT = 14  # `kxen boot-test`: the kernel did not boot to its marker as the expected guest
     INTERRUPTED = 130  # SIGINT
     TERMINATED = 143  # SIGTERM
 

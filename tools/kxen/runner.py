@@ -50,6 +50,10 @@ class CommandFailed(KxenError):
         self.completed = completed
 
 
+class StoppedError(KxenError):
+    """A command was asked for after stop_all(): it is refused, not started."""
+
+
 class Runner(Protocol):
     def run(
         self,
@@ -64,7 +68,8 @@ class Runner(Protocol):
     ) -> Completed: ...
 
     def stop_all(self) -> None:
-        """Stop every command still running (other threads' too) and what it started."""
+        """Stop every command still running (other threads' too) and what it started;
+        commands asked for afterwards are refused (StoppedError) instead of started."""
 
 
 class SubprocessRunner:
@@ -73,9 +78,11 @@ class SubprocessRunner:
     def __init__(self) -> None:
         self._live: set[subprocess.Popen[bytes]] = set()
         self._lock = threading.Lock()
+        self._stopped = False
 
     def stop_all(self) -> None:
         with self._lock:
+            self._stopped = True
             live = list(self._live)
         for proc in live:
             _kill_group(proc)
@@ -97,19 +104,23 @@ class SubprocessRunner:
         full_env = dict(os.environ)
         if env:
             full_env.update(env)
-        try:
-            proc = subprocess.Popen(
-                args,
-                cwd=cwd,
-                env=full_env,
-                stdin=stdin if stdin is not None else subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        except FileNotFoundError as exc:
-            raise MissingToolError(f"{args[0]}: command not found (install it first)") from exc
+        # Started and registered under the lock: a stop_all from another thread either
+        # sees this command and kills it, or came first and this one never starts.
         with self._lock:
+            if self._stopped:
+                raise StoppedError(f"{args[0]}: not started, the work is being stopped")
+            try:
+                proc = subprocess.Popen(
+                    args,
+                    cwd=cwd,
+                    env=full_env,
+                    stdin=stdin if stdin is not None else subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            except FileNotFoundError as exc:
+                raise MissingToolError(f"{args[0]}: command not found (install it first)") from exc
             self._live.add(proc)
         try:
             lines = _pump(proc, on_line, log_path)

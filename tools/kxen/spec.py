@@ -24,7 +24,7 @@ from .fsutil import atomic_write_text
 from .manifest import Manifest
 from .patches import Patch
 from .upstream import Upstream
-from .versions import UpstreamVersion, kernel_release
+from .versions import UNAME_VARIANT, UpstreamVersion, kernel_release
 
 TEMPLATE_NAME = "kernel-xen.spec.j2"
 UPSTREAM_SOURCE_BASE = 1
@@ -194,6 +194,7 @@ def render(inputs: SpecInputs, template_dir: Path) -> str:
             for index, patch in enumerate(inputs.patches)
         ],
         "extraversion": version.makefile_extraversion,
+        "uname_variant": UNAME_VARIANT,
         "snapshot_levels": version.snapshot_levels or (),
         "toolchain_regex": SpecText(toolchain.TOOLCHAIN_SYMBOLS),
         "changelog": _changelog(inputs),

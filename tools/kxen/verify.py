@@ -25,7 +25,7 @@ from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
 from . import configs, lint, pipeline, spec, toolchain
-from .errors import ExitCode, KxenError
+from .errors import ExitCode, InputError, KxenError
 from .runner import Runner
 
 ARCHES = ("i686", "x86_64")
@@ -45,19 +45,33 @@ NOTE_NAMES = {
     XEN_ELFNOTE_FEATURES: "FEATURES",
     XEN_ELFNOTE_PHYS32_ENTRY: "PHYS32_ENTRY",
 }
-# PV (x86_64 only since Linux 5.9) needs the PV entry notes; PVH needs PHYS32_ENTRY.
-# HYPERCALL_PAGE is not required: Linux dropped it with XSA-466 (6.12, backported to the
-# stable series, 6.1.119 included) and sets its hypercall page up at run time; Xen's
-# domain builder treats the note as optional. It is reported when present.
-REQUIRED_NOTES = {
-    "x86_64": (
-        XEN_ELFNOTE_GUEST_OS,
-        XEN_ELFNOTE_ENTRY,
-        XEN_ELFNOTE_FEATURES,
-        XEN_ELFNOTE_PHYS32_ENTRY,
-    ),
-    "i686": (XEN_ELFNOTE_PHYS32_ENTRY,),
+# The guest types each arch's kernel-xen boots as (32-bit PV left Linux in 5.9), and what
+# each needs: PV the PV entry notes, PVH PHYS32_ENTRY. HYPERCALL_PAGE is not required: Linux
+# dropped it with XSA-466 (6.12, backported to the stable series, 6.1.119 included) and sets
+# its hypercall page up at run time; Xen's domain builder treats the note as optional. It is
+# reported when present.
+GUEST_TYPES = {"x86_64": ("pv", "pvh"), "i686": ("pvh",)}
+GUEST_NOTES = {
+    "pv": (XEN_ELFNOTE_GUEST_OS, XEN_ELFNOTE_ENTRY, XEN_ELFNOTE_FEATURES),
+    "pvh": (XEN_ELFNOTE_PHYS32_ENTRY,),
 }
+GUEST_OPTIONS = {"pv": ("XEN_PV",), "pvh": ("XEN_PVH",)}
+BASE_OPTIONS = {
+    "x86_64": ("XEN", "HVC_XEN", "XEN_SYS_HYPERVISOR"),
+    "i686": ("XEN", "HVC_XEN", "XEN_SYS_HYPERVISOR", "X86_PAE"),
+}
+
+
+def required_notes(guests: tuple[str, ...]) -> tuple[int, ...]:
+    return tuple(note for guest in guests for note in GUEST_NOTES[guest])
+
+
+def required_options(arch: str, guests: tuple[str, ...]) -> tuple[str, ...]:
+    return BASE_OPTIONS[arch] + tuple(o for guest in guests for o in GUEST_OPTIONS[guest])
+
+
+REQUIRED_NOTES = {arch: required_notes(guests) for arch, guests in GUEST_TYPES.items()}
+REQUIRED_OPTIONS = {arch: required_options(arch, guests) for arch, guests in GUEST_TYPES.items()}
 OPTIONAL_NOTES = (XEN_ELFNOTE_HYPERCALL_PAGE,)
 REQUIRED_OPTIONS = {
     "x86_64": ("XEN", "XEN_PVH", "HVC_XEN", "XEN_SYS_HYPERVISOR", "XEN_PV"),
@@ -318,8 +332,15 @@ def verify(
     flavour: str,
     local_tarball: pipeline.UpstreamChoice,
     scratch: Path,
+    guests: tuple[str, ...] = (),
 ) -> VerifyReport:
-    """Check `packages` against the build kxen would make of this checkout."""
+    """Check `packages` against the build kxen would make of this checkout.
+
+    `guests` names the guest types (pv, pvh) the kernels must boot as; by default the
+    ones their arch supports (GUEST_TYPES)."""
+    unknown = sorted(set(guests) - set(GUEST_NOTES))
+    if unknown:
+        raise InputError(f"--guest {unknown[0]}: expected one of {', '.join(GUEST_NOTES)}")
     project.check_flavour(flavour)
     up = pipeline.resolve_upstream(project, local_tarball)
     ident = spec.identity(project.manifest, up.version, flavour, None)
@@ -381,7 +402,10 @@ def verify(
         project.progress.phase("verify", f"payload of {package.name}")
         root = scratch / f"root-{index}"
         extract_payload(package, root, project.runner)
-        _check_payload(report, package.name, root, arch, kver, generated[arch], project.runner)
+        wanted = guests or GUEST_TYPES[arch]
+        _check_payload(
+            report, package.name, root, (arch, wanted), kver, generated[arch], project.runner
+        )
     if readable:
         project.progress.phase("verify", "rpmlint")
         rc = _binary_rpmlintrc(project.root / f"{name}.rpmlintrc", scratch / "rpmlintrc")
@@ -428,11 +452,12 @@ def _check_payload(
     report: VerifyReport,
     label: str,
     root: Path,
-    arch: str,
+    target: tuple[str, tuple[str, ...]],
     kver: str,
     generated: dict[str, configs.Value],
     runner: Runner,
 ) -> None:
+    """`target`: the arch and the guest types the kernel must boot as."""
     for path in (f"/boot/vmlinuz-{kver}", f"/boot/System.map-{kver}", f"/boot/config-{kver}"):
         present = (root / path.lstrip("/")).is_file()
         report.add(label, f"file {path}", present, "present", "present" if present else "absent")
@@ -448,10 +473,10 @@ def _check_payload(
         _check_modules(report, label, root, moddir, kver, runner)
     config = root / "boot" / f"config-{kver}"
     if config.is_file():
-        _check_config(report, label, config, arch, generated)
+        _check_config(report, label, config, target, generated)
     image = root / "boot" / f"vmlinuz-{kver}"
     if image.is_file():
-        _check_image(report, label, image.read_bytes(), arch, runner, root.parent)
+        _check_image(report, label, image.read_bytes(), target[1], runner, root.parent)
 
 
 def _parse_modules_dep(text: str) -> dict[str, tuple[str, ...]]:
@@ -523,11 +548,11 @@ def _check_config(
     report: VerifyReport,
     label: str,
     path: Path,
-    arch: str,
+    target: tuple[str, tuple[str, ...]],
     generated: dict[str, configs.Value],
 ) -> None:
     inside = configs.parse_config_values(path.read_text())
-    for option in REQUIRED_OPTIONS[arch]:
+    for option in required_options(*target):
         value = inside.get(option)
         report.add(label, f"config CONFIG_{option}", value == "y", "y", _show(value))
     significant = {
@@ -547,7 +572,12 @@ def _check_config(
 
 
 def _check_image(
-    report: VerifyReport, label: str, image: bytes, arch: str, runner: Runner, scratch: Path
+    report: VerifyReport,
+    label: str,
+    image: bytes,
+    guests: tuple[str, ...],
+    runner: Runner,
+    scratch: Path,
 ) -> None:
     payload = find_payload(image, runner, scratch)
     readable = dict(SUPPORTED_MAGICS)
@@ -572,7 +602,7 @@ def _check_image(
     except ELFError as exc:
         report.add(label, "ELF notes", False, "readable notes", exc)
         return
-    for kind in REQUIRED_NOTES[arch]:
+    for kind in required_notes(guests):
         report.add(
             label,
             f"Xen ELF note {NOTE_NAMES[kind]}",

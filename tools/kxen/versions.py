@@ -220,9 +220,15 @@ def _previous_base(base: str) -> str:
     return f"{major - 1}.{_LAST_MINOR.get(major - 1, 19)}"
 
 
+# Suffix of kernel-xen's `uname -r`, the way Fedora marks kernel variants ("+debug", "+rt"):
+# the bare-metal kernel of the same version-release then owns other /boot and
+# /lib/modules paths, so the two packages never conflict.
+UNAME_VARIANT = "xen"
+
+
 def kernel_release(version: UpstreamVersion, release: str, arch: str) -> str:
     """`uname -r` of the built kernel; refused when longer than the UTS limit."""
-    text = f"{version.kernelversion}-{release}.{arch}"
+    text = f"{version.kernelversion}-{release}.{arch}+{UNAME_VARIANT}"
     if len(text) > UTS_RELEASE_MAX:
         raise ValueError(
             f"kernel release {text!r} is {len(text)} characters; the limit is {UTS_RELEASE_MAX}"

@@ -4,7 +4,7 @@ mock leaves its logs (build.log, root.log, state.log, hw_info.log,
 installed_pkgs.log), the binary RPMs and the rebuilt SRPM in the result dir it
 is given, which here is the staging directory, so every one of them is
 published. Several arches may build at once (`jobs`): each run gets its own
-`--uniqueext` and result dir, and make's job slots are split between them.
+`--uniqueext` and result dir, and they share make's job slots (see smp_flags).
 A failure is diagnosed the way koji does it: mock's exit code, then state.log
 (did rpmbuild start?), then the first error lines of the log that matters.
 """
@@ -83,8 +83,16 @@ def choose_roots(
 
 
 def smp_flags(cpus: int, jobs: int) -> str:
-    """make's -jK for each of `jobs` concurrent builds on `cpus` CPUs."""
-    return f"-j{max(1, cpus // max(1, jobs))}"
+    """make's job flags for each of `jobs` concurrent builds on `cpus` CPUs.
+
+    Concurrent builds share the CPUs through make's load limit rather than a fixed split:
+    each may run up to `cpus` jobs, but make (4.3+ reads the runnable count in
+    /proc/loadavg) starts none while `cpus` processes are runnable. So a build in a
+    single-threaded phase (unpacking, packaging, cleaning up) leaves its slots to the
+    other's compile instead of idling them, and the CPUs are not oversubscribed."""
+    if jobs <= 1:
+        return f"-j{cpus}"
+    return f"-j{cpus} -l{cpus}"
 
 
 @dataclass(frozen=True)
