@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,6 +10,13 @@ import pytest
 
 from .signing import GpgHome, Keys
 from .support import make_checkout
+
+# A CI runner may start the tests as a background job of a non-interactive shell, which
+# ignores SIGINT; the processes the tests start would inherit that, and the Ctrl-C tests
+# would signal processes that cannot hear it. A handled signal reverts to its default in
+# exec'd children, so handling it here gives them back the disposition a terminal gives.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture
