@@ -345,20 +345,16 @@ class Watcher:
         return "dom0 reported errors"
 
 
-def _stage(pattern: str) -> re.Pattern[str]:
-    return re.compile(pattern)
-
-
 _XEN_STAGES = (
-    ("Xen started", _stage(r"\(XEN\) Xen version")),
-    ("dom0 kernel started", _stage(r"^(?!\[domU\]).*Linux version")),
-    ("dom0 toolstack started", _stage(r"kxen-dom0: toolstack starting")),
-    ("guest created", _stage(r"kxen-dom0: domain created")),
-    ("guest kernel started", _stage(r"^\[domU\].*Linux version")),
-    ("guest init ran", _stage(r"kxen-boot-test \S+ release=")),
-    ("guest gone", _stage(r"kxen-dom0: domain gone")),
+    ("Xen started", re.compile(r"\(XEN\) Xen version")),
+    ("dom0 kernel started", re.compile(r"^(?!\[domU\]).*Linux version")),
+    ("dom0 toolstack started", re.compile(r"kxen-dom0: toolstack starting")),
+    ("guest created", re.compile(r"kxen-dom0: domain created")),
+    ("guest kernel started", re.compile(r"^\[domU\].*Linux version")),
+    ("guest init ran", re.compile(r"kxen-boot-test \S+ release=")),
+    ("guest gone", re.compile(r"kxen-dom0: domain gone")),
 )
 _NATIVE_STAGES = (
-    ("kernel started", _stage(r"Linux version")),
-    ("init ran", _stage(r"kxen-boot-test \S+ release=")),
+    ("kernel started", re.compile(r"Linux version")),
+    ("init ran", re.compile(r"kxen-boot-test \S+ release=")),
 )

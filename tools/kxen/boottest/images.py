@@ -141,10 +141,10 @@ def dom0_initramfs(pieces: XenPieces, guest: Guest, mode: str) -> bytes:
     image = Initramfs()
     image.char_device("dev/console", 5, 1)
     image.copy("bin/busybox", pieces.busybox, 0o755)
-    for tool in TOOLS:
-        program = pieces.tool(tool)
+    programs = {tool: pieces.tool(tool) for tool in TOOLS}
+    for tool, program in programs.items():
         image.copy(f"tools/{tool}", program, 0o755)
-    _add_libraries(image, [pieces.tool(t) for t in TOOLS], pieces.toolstack)
+    _add_libraries(image, list(programs.values()), pieces.toolstack)
     for name in DOM0_MODULES:
         image.file(f"modules/{name}.ko", _module(pieces.dom0_modules, name))
     image.file("etc/xen/xl.conf", b'autoballoon="off"\n')
@@ -173,22 +173,24 @@ def _module(tree: Path, name: str) -> bytes:
 def _add_libraries(image: Initramfs, programs: list[Path], toolstack: Path) -> None:
     """Every shared library the programs need, in /lib, and the dynamic loader at its path."""
     search = [toolstack / d for d in TOOLSTACK_LIBRARY_DIRS] + [Path(d) for d in HOST_LIBRARY_DIRS]
-    pending = [*programs, *(_find_library(n, search) for n in DLOPENED)]
+    pending = list(programs)
     seen: set[str] = set()
+
+    def add(name: str) -> None:
+        if name not in seen:
+            seen.add(name)
+            library = _find_library(name, search)
+            image.copy(f"lib/{name}", library, 0o755)
+            pending.append(library)
+
+    for name in DLOPENED:
+        add(name)
     while pending:
-        binary = pending.pop()
-        needed, interpreter = _dynamic_info(binary)
+        needed, interpreter = _dynamic_info(pending.pop())
         if interpreter and interpreter not in image:
             image.copy(interpreter, Path(interpreter).resolve(), 0o755)
         for name in needed:
-            if name not in seen:
-                seen.add(name)
-                library = _find_library(name, search)
-                image.copy(f"lib/{name}", library, 0o755)
-                pending.append(library)
-        if binary.name in DLOPENED and binary.name not in seen:
-            seen.add(binary.name)
-            image.copy(f"lib/{binary.name}", binary, 0o755)
+            add(name)
 
 
 def _dynamic_info(binary: Path) -> tuple[list[str], str | None]:
