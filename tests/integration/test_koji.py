@@ -519,6 +519,30 @@ def test_upload_survives_a_dropped_connection(hub: Hub, koji_config: Path, tiny_
     assert uploaded.read_bytes() == tiny_srpm.read_bytes()
 
 
+def _random_file(path: Path, mib: int) -> Path:
+    path.write_bytes(os.urandom(mib << 20))
+    return path
+
+
+def test_upload_uses_8_mib_chunks_unless_the_profile_sets_a_size(
+    hub: Hub, koji_config: Path, tmp_path: Path
+) -> None:
+    srpm = _random_file(tmp_path / "big-1.0-1.src.rpm", 20)
+    driver = make_driver(koji_config, Sleeps())
+    driver.login()
+    src = driver.upload(srpm)
+    assert hub.state.upload_chunks[src] == [8 << 20, 8 << 20, 4 << 20]
+    assert (hub.state.topdir / "work" / src).read_bytes() == srpm.read_bytes()
+
+    koji_config.write_text(
+        koji_config.read_text().replace("\n[koji]", "upload_blocksize = 3145728\n[koji]")
+    )
+    driver = make_driver(koji_config, Sleeps())
+    driver.login()
+    src = driver.upload(srpm)
+    assert hub.state.upload_chunks[src] == [3 << 20] * 6 + [2 << 20]
+
+
 # --- release builds -------------------------------------------------------------
 
 

@@ -124,6 +124,7 @@ class HubState:
     builds: dict[str, int] = field(default_factory=dict)
     # upload path -> [first chunk arrived, checkUpload answered, bytes] (monotonic clock)
     uploads: dict[str, list[Any]] = field(default_factory=dict)
+    upload_chunks: dict[str, list[int]] = field(default_factory=dict)  # path -> chunk sizes
     run_builds: bool = True  # False: tasks are created but never picked up (benchmarks)
 
     def add_target(self, name: str, arches: list[str], packages: list[str] | None = None) -> None:
@@ -277,6 +278,7 @@ def _make_handler(hub: Hub) -> type[http.server.BaseHTTPRequestHandler]:
                     with state.lock:
                         state.uploads.setdefault(key, [arrived, arrived, 0])
                         state.uploads[key][2] += len(body)
+                        state.upload_chunks.setdefault(key, []).append(len(body))
                 else:
                     args, method = xmlrpc.client.loads(body, use_builtin_types=True)
                     if method is None:

@@ -43,6 +43,8 @@ DONE = (CLOSED, CANCELED, FAILED)
 LOG_TAIL = 20
 # A real hub's clock may differ from ours: look back this far when reconciling.
 CLOCK_SLACK = 600.0
+KOJI_UPLOAD_BLOCKSIZE = 1 << 20
+UPLOAD_BLOCKSIZE = 8 << 20
 
 
 @dataclass(frozen=True)
@@ -327,7 +329,13 @@ class KojiDriver:
             self.progress.transfer(srpm.name, done, total)
 
         self.progress.phase("upload", srpm.name)
-        self._call("uploadWrapper", str(srpm), serverdir, callback=callback)
+        self._call(
+            "uploadWrapper",
+            str(srpm),
+            serverdir,
+            callback=callback,
+            blocksize=upload_blocksize(self.profile.options),
+        )
         return f"{serverdir}/{srpm.name}"
 
     def submit(
@@ -509,6 +517,16 @@ class KojiDriver:
                 raise ConnectionError(f"{name}: got {done} of {size} bytes")
 
         self._retrying(f"download {name}", get)
+
+
+def upload_blocksize(options: dict[str, Any]) -> int:
+    """Chunk size of the fast upload: the profile's `upload_blocksize` if it sets one.
+
+    koji's 1 MiB default costs the hub one request, one session check and one lock per
+    MiB; the hub streams each chunk to disk in 64 KiB reads whatever its size, so 8 MiB
+    chunks upload a 140 MiB kernel SRPM with an eighth of the round trips."""
+    configured = int(options.get("upload_blocksize") or KOJI_UPLOAD_BLOCKSIZE)
+    return UPLOAD_BLOCKSIZE if configured == KOJI_UPLOAD_BLOCKSIZE else configured
 
 
 def scratch_opts(arches: list[str] | None) -> dict[str, Any]:
