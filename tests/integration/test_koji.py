@@ -24,6 +24,7 @@ from kxen import koji as kojidriver
 from kxen.errors import BuildError, HubError, InputError
 
 from ..kojihub import Hub, HubState
+from ..kojihub.pki import Pki
 from ..support import REPO
 from .conftest import run_kxen
 
@@ -345,8 +346,8 @@ def test_hub_wire_contract(hub: Hub) -> None:
     # sslLogin is served at /ssllogin only
     ssl = xmlrpc.client.dumps((None,), "sslLogin", allow_none=True)
     assert _fault(_post(hub.url, ssl.encode())[1]).faultCode == 1002
-    answer = xmlrpc.client.loads(_post(hub.url + "/ssllogin", ssl.encode())[1])[0][0]
-    assert set(answer) == {"session-id", "session-key", "header-auth"}
+    # and, like mod_ssl's SSL_CLIENT_VERIFY, needs a verified client certificate
+    assert _fault(_post(hub.url + "/ssllogin", ssl.encode())[1]).faultCode == 1002
 
 
 def test_real_koji_cli_against_hub(
@@ -541,6 +542,83 @@ def test_upload_uses_8_mib_chunks_unless_the_profile_sets_a_size(
     driver.login()
     src = driver.upload(srpm)
     assert hub.state.upload_chunks[src] == [3 << 20] * 6 + [2 << 20]
+
+
+# --- TLS: authtype ssl --------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    return Pki.create(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture
+def tls_hub(tmp_path: Path, pki: Pki) -> Iterator[Hub]:
+    state = HubState(tmp_path / "tls-hub", users={USER: PASSWORD, "other": "x"})
+    state.add_target(TARGET, ["x86_64"], packages=["kernel-xen"])
+    with Hub(state, tls=pki.hub_tls()) as running:
+        yield running
+
+
+def _ssl_profile(path: Path, hub: Hub, cert: Path, serverca: Path) -> Path:
+    path.write_text(
+        f"[{PROFILE}]\nserver = {hub.url}\ntopurl = {hub.topurl}\nauthtype = ssl\n"
+        f"cert = {cert}\nserverca = {serverca}\npoll_interval = 1\n"
+    )
+    return path
+
+
+def test_ssl_login_scratch_build_and_download_over_https(
+    tls_hub: Hub, pki: Pki, tiny_srpm: Path, tmp_path: Path, kxen_cache: Path
+) -> None:
+    config = _ssl_profile(tmp_path / "koji.conf", tls_hub, pki.client_pem(USER), pki.ca)
+    results = tmp_path / "results"
+    run_kxen(
+        "scratch-build",
+        "--profile",
+        PROFILE,
+        "--koji-config",
+        config,
+        "--target",
+        TARGET,
+        "--srpm",
+        tiny_srpm,
+        "--results",
+        results,
+        cache=kxen_cache,
+    )
+    rpm = results / "tiny-1.0-1" / "x86_64" / "tiny-1.0-1.x86_64.rpm"
+    assert rpm_arch(rpm) == "x86_64"
+    # logged in with the certificate, whose CN the hub took for the user who built
+    assert "sslLogin" in tls_hub.state.calls and "login" not in tls_hub.state.calls
+    (build,) = tls_hub.state.build_tasks()
+    assert build.owner == tls_hub.state.user_id(USER)
+
+
+def test_ssl_login_with_a_certificate_for_an_unknown_user_is_refused(
+    tls_hub: Hub, pki: Pki, tmp_path: Path
+) -> None:
+    config = _ssl_profile(tmp_path / "koji.conf", tls_hub, pki.client_pem("stranger"), pki.ca)
+    driver = make_driver(config, Sleeps())
+    with pytest.raises(HubError, match="Unknown user: stranger"):
+        driver.login()
+    assert not tls_hub.state.sessions
+
+
+@pytest.mark.parametrize("authtype", ["ssl", "password"])
+def test_hub_certificate_from_another_ca_fails_at_once(
+    tls_hub: Hub, pki: Pki, tmp_path: Path, authtype: str
+) -> None:
+    """A certificate problem is not a dropped connection: no 15 minutes of retries."""
+    stranger_ca = Pki.create(tmp_path / "other-pki", "another CA").ca
+    config = _ssl_profile(tmp_path / "koji.conf", tls_hub, pki.client_pem(USER), stranger_ca)
+    config.write_text(config.read_text().replace("authtype = ssl", f"authtype = {authtype}"))
+    sleeps = Sleeps()
+    driver = make_driver(config, sleeps)
+    with pytest.raises(HubError, match=r"https://localhost:\d+/kojihub.*CERTIFICATE_VERIFY_FAILED"):
+        driver.login()
+    assert sleeps.delays == []
+    assert not tls_hub.state.sessions
 
 
 # --- release builds -------------------------------------------------------------

@@ -10,6 +10,7 @@ import os
 import secrets
 import shutil
 import socketserver
+import ssl
 import subprocess
 import tempfile
 import threading
@@ -152,17 +153,40 @@ class HubState:
         return [task for task in self.tasks.values() if task.method == "build"]
 
 
-class Hub:
-    """Serves `state` on 127.0.0.1: XML-RPC at /kojihub, task files under /files."""
+@dataclass(frozen=True)
+class Tls:
+    """The hub's certificate and key, and the CA whose client certificates it accepts.
 
-    def __init__(self, state: HubState) -> None:
+    Like a koji hub behind mod_ssl with `SSLVerifyClient optional`: any connection may
+    present a client certificate; sslLogin maps a verified one's CN to the user."""
+
+    cert: Path
+    key: Path
+    client_ca: Path
+
+    def context(self) -> ssl.SSLContext:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(self.cert, self.key)
+        context.load_verify_locations(self.client_ca)
+        context.verify_mode = ssl.CERT_OPTIONAL
+        return context
+
+
+class Hub:
+    """Serves `state` on 127.0.0.1: XML-RPC at /kojihub, task files under /files;
+    over HTTPS with `tls` (the URLs name `localhost`, which the certificate must match)."""
+
+    def __init__(self, state: HubState, tls: Tls | None = None) -> None:
         self.state = state
         self.api = _Api(state)
         handler = _make_handler(self)
         self.server = _Server(("127.0.0.1", 0), handler)
+        if tls is not None:
+            self.server.socket = tls.context().wrap_socket(self.server.socket, server_side=True)
         self.port = self.server.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}/kojihub"
-        self.topurl = f"http://127.0.0.1:{self.port}/files"
+        base = f"https://localhost:{self.port}" if tls else f"http://127.0.0.1:{self.port}"
+        self.url = f"{base}/kojihub"
+        self.topurl = f"{base}/files"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     def __enter__(self) -> Hub:
@@ -255,6 +279,17 @@ def _make_handler(hub: Hub) -> type[http.server.BaseHTTPRequestHandler]:
         def do_DELETE(self) -> None:
             self._not_allowed()
 
+        def _client_cn(self) -> str | None:
+            """CN of the client certificate the TLS handshake verified, if any."""
+            if not isinstance(self.connection, ssl.SSLSocket):
+                return None
+            peer = self.connection.getpeercert() or {}
+            for rdn in peer.get("subject", ()):
+                for key, value in rdn:
+                    if key == "commonName":
+                        return str(value)
+            return None
+
         def do_POST(self) -> None:
             if self._dropped():
                 return
@@ -288,6 +323,7 @@ def _make_handler(hub: Hub) -> type[http.server.BaseHTTPRequestHandler]:
                     hub.api.check_callnum(session, method, self.headers)
                     with state.lock:
                         state.calls.append(method)
+                    hub.api.client.cn = self._client_cn()
                     answer = hub.api.dispatch(session, method, list(args))
                     swallow = method == "build" and state.swallow_build
                 response = xmlrpc.client.dumps((answer,), methodresponse=True, allow_none=True)
@@ -313,6 +349,7 @@ def _make_handler(hub: Hub) -> type[http.server.BaseHTTPRequestHandler]:
 class _Api:
     def __init__(self, state: HubState) -> None:
         self.state = state
+        self.client = threading.local()  # .cn: the verified client certificate's CN
 
     # --- sessions ----------------------------------------------------------
 
@@ -376,8 +413,12 @@ class _Api:
         return self._new_session(username)
 
     def rpc_sslLogin(self, session: Any, proxyuser: str | None = None) -> dict[str, Any]:
-        # There is no TLS here: the first configured user stands for the certificate's.
-        return self._new_session(sorted(self.state.users)[0])
+        cn = getattr(self.client, "cn", None)
+        if cn is None:
+            raise Fault(AUTH, "could not verify client: no client certificate")
+        if cn not in self.state.users:
+            raise Fault(AUTH, f"Unknown user: {cn}")
+        return self._new_session(cn)
 
     def rpc_logout(self, session: Any, session_id: int | None = None) -> None:
         if session is not None:

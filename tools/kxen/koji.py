@@ -16,6 +16,7 @@ from __future__ import annotations
 import http.client
 import random
 import re
+import ssl
 import string
 import time
 import urllib.error
@@ -223,6 +224,7 @@ class KojiDriver:
         if profile.password is not None:
             opts["password"] = profile.password
         self.session = koji.ClientSession(profile.server, opts)
+        self._tls = download_context(profile.options)
         self.user: dict[str, Any] | None = None
         self.resume_hint = ""
 
@@ -238,6 +240,12 @@ class KojiDriver:
             except koji.GenericError:
                 raise
             except (OSError, http.client.HTTPException, xmlrpc.client.ProtocolError) as exc:
+                refused = tls_refusal(exc)
+                if refused is not None:
+                    raise HubError(
+                        f"{what}: TLS with {self.profile.server} failed: {refused} "
+                        "(check the profile's serverca and cert)"
+                    ) from None
                 reason = f"cannot reach the hub ({type(exc).__name__}: {exc})"
             if waited >= self.patience.total:
                 details = [self.resume_hint] if self.resume_hint else []
@@ -504,7 +512,10 @@ class KojiDriver:
         def get() -> None:
             done = 0
             try:
-                with urllib.request.urlopen(url, timeout=60) as answer, target.open("wb") as out:
+                with (
+                    urllib.request.urlopen(url, timeout=60, context=self._tls) as answer,
+                    target.open("wb") as out,
+                ):
                     while chunk := answer.read(1 << 20):
                         out.write(chunk)
                         done += len(chunk)
@@ -517,6 +528,37 @@ class KojiDriver:
                 raise ConnectionError(f"{name}: got {done} of {size} bytes")
 
         self._retrying(f"download {name}", get)
+
+
+def download_context(options: dict[str, Any]) -> ssl.SSLContext:
+    """TLS for topurl downloads: the system's CAs, plus the profile's `serverca` (a hub with
+    a private CA usually serves its files with the same certificate)."""
+    context = ssl.create_default_context()
+    serverca = options.get("serverca")
+    if serverca and Path(serverca).is_file():
+        context.load_verify_locations(serverca)
+    return context
+
+
+def tls_refusal(exc: BaseException) -> ssl.SSLError | None:
+    """The TLS error behind `exc` if retrying cannot help (a certificate either side refused).
+
+    requests and urllib wrap the ssl error a few levels deep (in args, `reason` or the
+    exception chain); an unexpected EOF or reset during the handshake is a dropped
+    connection and is retried like any other."""
+    seen: set[int] = set()
+    pending: list[object] = [exc]
+    while pending:
+        item = pending.pop()
+        if not isinstance(item, BaseException) or id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, ssl.SSLError) and not isinstance(
+            item, (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError)
+        ):
+            return item
+        pending += [*item.args, getattr(item, "reason", None), item.__cause__, item.__context__]
+    return None
 
 
 def upload_blocksize(options: dict[str, Any]) -> int:
