@@ -573,20 +573,8 @@ def test_ssl_login_scratch_build_and_download_over_https(
 ) -> None:
     config = _ssl_profile(tmp_path / "koji.conf", tls_hub, pki.client_pem(USER), pki.ca)
     results = tmp_path / "results"
-    run_kxen(
-        "scratch-build",
-        "--profile",
-        PROFILE,
-        "--koji-config",
-        config,
-        "--target",
-        TARGET,
-        "--srpm",
-        tiny_srpm,
-        "--results",
-        results,
-        cache=kxen_cache,
-    )
+    profile = ("--profile", PROFILE, "--koji-config", config, "--target", TARGET)
+    run_kxen("scratch-build", *profile, "--srpm", tiny_srpm, "--results", results, cache=kxen_cache)
     rpm = results / "tiny-1.0-1" / "x86_64" / "tiny-1.0-1.x86_64.rpm"
     assert rpm_arch(rpm) == "x86_64"
     # logged in with the certificate, whose CN the hub took for the user who built
