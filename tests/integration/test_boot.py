@@ -20,9 +20,17 @@ pytestmark = pytest.mark.slow
 def boot(
     package: Path, mode: str, cache: Path, *extra: str, check: bool = True
 ) -> tuple[int, dict[str, Any]]:
-    run = run_kxen("boot-test", package, "--mode", mode, "--json", *extra, cache=cache, check=check)
+    # A second boot only if Xen killed the guest before its first line (a rare artefact of
+    # QEMU's emulation seen once in CI); any other outcome of the first boot stands.
+    run = run_kxen(
+        "boot-test", package, "--mode", mode, "--json", "--attempts", "2", *extra,
+        cache=cache, check=check,
+    )  # fmt: skip
     assert not qemu_left(), "boot-test left a QEMU process behind"
-    return run.returncode, json.loads(run.stdout)
+    data = json.loads(run.stdout)
+    for earlier in data["result"]["earlier_attempts"]:
+        assert earlier["failure"].startswith("Xen killed the guest"), earlier
+    return run.returncode, data
 
 
 def qemu_left() -> list[str]:

@@ -144,6 +144,80 @@ def test_a_panic_reports_its_lines() -> None:
     assert any("Kernel panic - not syncing" in line for line in result.evidence)
 
 
+def test_a_guest_xen_kills_before_its_console_reports_xens_dump() -> None:
+    lines = [
+        *XEN_BOOT[:5],
+        "(XEN) d1v0 Triple fault - invoking HVM shutdown action 1",
+        "(XEN) *** Dumping Dom1 vcpu#0 state: ***",
+        "(XEN) RIP:    e008:[<ffff82d0402044a5>]",
+        "kxen-dom0: domain gone",
+        "(XEN) Preparing system for ACPI S5 state.",
+    ]
+    watcher = _watch(lines, xen=True)
+    result = _judge(watcher, "pvh")
+    assert (
+        result.failure == "Xen killed the guest: d1v0 Triple fault - invoking HVM shutdown action 1"
+    )
+    assert result.evidence[1:] == lines[6:8]  # the dump, up to the next line not Xen's
+    assert watcher.settle_by < float("inf")
+    # dom0 (d0) going down is not the guest's crash
+    assert not _watch(["(XEN) d0v0 Triple fault - invoking HVM shutdown action 1"]).crash
+
+
+TRIPLE_FAULT = [
+    *XEN_BOOT[:5],
+    "(XEN) d1v0 Triple fault - invoking HVM shutdown action 1",
+    "kxen-dom0: domain gone",
+]
+PV_MARKER = f"[domU] kxen-boot-test {TOKEN} release={RELEASE} guest_type=PV"
+
+
+@pytest.mark.parametrize(
+    ("boots", "attempts", "passed", "runs"),
+    [
+        ([TRIPLE_FAULT, [*XEN_BOOT, PV_MARKER]], 2, True, 2),  # killed before a line: again
+        ([TRIPLE_FAULT, TRIPLE_FAULT, TRIPLE_FAULT], 2, False, 2),  # at most `attempts` boots
+        ([TRIPLE_FAULT, [*XEN_BOOT, PV_MARKER]], 1, False, 1),  # one attempt by default
+        # the guest had spoken: a crash of the kernel itself, never retried
+        ([[*XEN_BOOT, *TRIPLE_FAULT[5:]], [*XEN_BOOT, PV_MARKER]], 3, False, 1),
+    ],
+)
+def test_only_a_guest_killed_before_its_first_line_boots_again(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    boots: list[list[str]],
+    attempts: int,
+    passed: bool,
+    runs: int,
+) -> None:
+    scripted = iter(boots)
+
+    def qemu(
+        argv: list[str], runner: object, watcher: boottest.Watcher, timeout: float, log: Path
+    ) -> None:
+        lines = next(scripted)
+        log.write_text("\n".join(lines))
+        for line in lines:
+            watcher.feed(line)
+
+    monkeypatch.setattr(boottest, "_run_bounded", qemu)
+    log = tmp_path / "boot.log"
+    request = boottest.BootRequest(Path("k.rpm"), "pv", 300, log, attempts=attempts)
+    result = boottest.BootResult("k.rpm", "pv", RELEASE, "PV", log=str(log))
+    watch = boottest.Watcher.factory(TOKEN, "pv", NullProgress())
+    boottest._boot(["qemu"], request, result, watch, SubprocessRunner())
+    assert result.passed is passed
+    assert len(result.earlier_attempts) == runs - 1
+    for n, earlier in enumerate(result.earlier_attempts, 1):
+        assert earlier["failure"].startswith("Xen killed the guest: d1v0 Triple fault")
+        assert Path(earlier["log"]) == tmp_path / f"boot.attempt{n}.log"
+        assert "Triple fault" in Path(earlier["log"]).read_text()
+    if passed:
+        assert result.failure is None and result.guest_type == "PV"
+    else:
+        assert "Triple fault" in (result.failure or "")
+
+
 def test_native_boots_expect_no_hypervisor() -> None:
     lines = [
         f"[    0.000000] Linux version {RELEASE} (kxen@kernel-xen)",

@@ -608,6 +608,14 @@ def _existing(dir_okay: bool = False, file_okay: bool = True) -> click.Path:
 )
 @click.option("--append", default="", help="Extra kernel command line for the guest.")
 @click.option(
+    "--attempts",
+    type=click.IntRange(1, 5),
+    default=1,
+    show_default=True,
+    help="Boot again (up to this many times in all) when Xen kills the guest before its "
+    "kernel prints a line, which QEMU's emulation very rarely causes.",
+)
+@click.option(
     "--log",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
@@ -643,6 +651,7 @@ def boot_test(
     mode: str,
     timeout: float,
     append: str,
+    attempts: int,
     log: Path | None,
     xen: Path | None,
     dom0_kernel: Path | None,
@@ -658,6 +667,7 @@ def boot_test(
         log=log or cache / "boot-test" / "logs" / f"{package.name.removesuffix('.rpm')}-{mode}.log",
         append=append,
         pieces=PieceChoice(xen, dom0_kernel, toolstack, busybox),
+        attempts=attempts,
     )
     with TerminalProgress(stderr) as progress:
         result = boottest.boot_test(request, cache, SubprocessRunner(), progress)
@@ -668,7 +678,13 @@ def boot_test(
         f"{result.package}: booted {result.kernel_release} as {result.mode}"
         f" (guest_type {result.guest_type}) in {result.seconds:.1f}s; log {result.log}"
     )
-    _emit(options, {"result": dataclasses.asdict(result)}, _echo_lines([*stages, summary]))
+    retried = [
+        f"  attempt {n} failed: {earlier['failure']} (log {earlier['log']})"
+        for n, earlier in enumerate(result.earlier_attempts, 1)
+    ]
+    _emit(
+        options, {"result": dataclasses.asdict(result)}, _echo_lines([*retried, *stages, summary])
+    )
 
 
 @main_group.group(name="config")

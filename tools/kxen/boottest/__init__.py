@@ -16,6 +16,7 @@ import secrets
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,7 @@ SETTLE_SECONDS = 20.0
 POWER_DOWN_GRACE_SECONDS = 3.0
 PANIC_CONTEXT_BEFORE = 3
 PANIC_LINES_AFTER = 8
+CRASH_DUMP_LINES = 14
 
 
 class BootFailed(KxenError):
@@ -55,7 +57,12 @@ class BootFailed(KxenError):
 
     def __init__(self, result: BootResult) -> None:
         super().__init__(
-            f"{result.package}: boot-test --mode {result.mode} failed: {result.failure}",
+            f"{result.package}: boot-test --mode {result.mode} failed: {result.failure}"
+            + (
+                f" (in all {len(result.earlier_attempts) + 1} attempts)"
+                if result.earlier_attempts
+                else ""
+            ),
             details=result.evidence,
         )
         self.result = result
@@ -76,6 +83,8 @@ class BootResult:
     seconds: float = 0.0
     log: str = ""
     pieces: dict[str, str] = field(default_factory=dict)
+    # boots Xen killed before the guest printed a line, retried (see BootRequest.attempts)
+    earlier_attempts: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -86,6 +95,9 @@ class BootRequest:
     log: Path
     append: str = ""
     pieces: PieceChoice = field(default_factory=PieceChoice)
+    # Under QEMU's emulation a guest very rarely dies of a triple fault before its first
+    # console line, and boots in the next run; a kernel that really crashes does so every time.
+    attempts: int = 1
 
 
 def boot_test(request: BootRequest, cache: Path, runner: Runner, progress: Progress) -> BootResult:
@@ -93,6 +105,8 @@ def boot_test(request: BootRequest, cache: Path, runner: Runner, progress: Progr
         raise InputError(f"--mode {request.mode}: expected one of {', '.join(MODES)}")
     if request.timeout <= 0:
         raise InputError(f"--timeout {request.timeout}: must be positive")
+    if request.attempts < 1:
+        raise InputError(f"--attempts {request.attempts}: must be at least 1")
     with scratch_dir(cache, ".boot-test-") as scratch:
         progress.phase("boot-test", f"kernel of {request.package.name}")
         kernel, arch, release = _kernel_of(request.package, scratch, runner)
@@ -121,11 +135,32 @@ def boot_test(request: BootRequest, cache: Path, runner: Runner, progress: Progr
         progress.phase(
             "boot-test", f"booting {release} as {request.mode} (timeout {request.timeout:.0f}s)"
         )
-        watcher = Watcher(token, xen=request.mode != "native", progress=progress)
-        request.log.parent.mkdir(parents=True, exist_ok=True)
+        return _boot(argv, request, result, Watcher.factory(token, request.mode, progress), runner)
+
+
+def _boot(
+    argv: list[str],
+    request: BootRequest,
+    result: BootResult,
+    watch: Callable[[], Watcher],
+    runner: Runner,
+) -> BootResult:
+    """Run QEMU until the guest's outcome is known; again, up to request.attempts times,
+    while Xen kills the guest before it printed a line. Earlier logs get `.attemptN`."""
+    request.log.parent.mkdir(parents=True, exist_ok=True)
+    for attempt in range(1, request.attempts + 1):
+        watcher = watch()
         request.log.unlink(missing_ok=True)
         completed = _run_bounded(argv, runner, watcher, request.timeout, request.log)
-    watcher.judge(result, completed)
+        watcher.judge(result, completed)
+        if result.passed or not watcher.killed_before_console or attempt == request.attempts:
+            break
+        kept = request.log.with_name(f"{request.log.stem}.attempt{attempt}{request.log.suffix}")
+        request.log.replace(kept)
+        result.earlier_attempts.append(
+            {"failure": result.failure, "evidence": result.evidence, "log": str(kept)}
+        )
+        watcher.progress.step(f"attempt {attempt}: {result.failure}; booting again")
     return result
 
 
@@ -248,6 +283,11 @@ _POWERED_DOWN = re.compile(
     r"reboot: (Power down|System halted)|\(XEN\) Preparing system for ACPI S5"
 )
 _PANIC = re.compile(r"Kernel panic - not syncing|\(XEN\) \*+ Panic")
+# Xen kills a guest that faults beyond recovery before it can say anything itself (an HVM/PVH
+# vCPU's triple fault, a PV domain_crash); dom0 is d0, so only d1 and up are guests.
+_GUEST_CRASH = re.compile(
+    r"\(XEN\) (d[1-9]\d*v\d+ Triple fault|Domain [1-9]\d* \(vcpu#\d+\) crashed)"
+)
 
 
 class Watcher:
@@ -263,6 +303,9 @@ class Watcher:
         self.errors: list[str] = []
         self.panic: list[str] = []
         self._panic_left = 0
+        self.crash: list[str] = []
+        self._dumping = False
+        self.guest_spoke = False
         self.recent: deque[str] = deque(maxlen=40)
         self.settle_by = float("inf")
         self.stopped_at: float | None = None
@@ -276,10 +319,14 @@ class Watcher:
                 self.stages[stage] = now
                 self.progress.step(f"{stage} ({now:.1f}s)")
                 break
+        self.guest_spoke = self.guest_spoke or line.startswith("[domU]")
         match = self.marker.search(line)
         if match and self.found is None:
             self.found = (match[1], match[2])
             self._settle()
+        self._dumping = (
+            self._dumping and line.startswith("(XEN)") and len(self.crash) < CRASH_DUMP_LINES
+        )
         if self._panic_left:
             if line.startswith("[domU]") or not self.panic[-1].startswith("[domU]"):
                 self.panic.append(line)  # a guest's panic: its own lines, not dom0's
@@ -287,6 +334,12 @@ class Watcher:
         elif _PANIC.search(line) and not self.panic:
             self.panic = [*list(self.recent)[-PANIC_CONTEXT_BEFORE:], line]
             self._panic_left = PANIC_LINES_AFTER
+            self._settle()
+        elif self._dumping:
+            self.crash.append(line)  # Xen's dump of the dead vCPU
+        elif _GUEST_CRASH.search(line) and not self.crash:
+            self.crash = [line]
+            self._dumping = True
             self._settle()
         elif _ERROR_LINE.search(line):
             self.errors.append(line)
@@ -299,11 +352,21 @@ class Watcher:
             self._settle(POWER_DOWN_GRACE_SECONDS)
         self.recent.append(line)
 
+    @classmethod
+    def factory(cls, token: str, mode: str, progress: Progress) -> Callable[[], Watcher]:
+        return lambda: cls(token, xen=mode != "native", progress=progress)
+
+    @property
+    def killed_before_console(self) -> bool:
+        """Xen killed the guest before its kernel printed its first line."""
+        return bool(self.crash) and not self.guest_spoke
+
     def _settle(self, seconds: float = SETTLE_SECONDS) -> None:
         self.settle_by = min(self.settle_by, time.monotonic() + seconds)
 
     def judge(self, result: BootResult, completed: Completed | None) -> None:
         end = (self.stopped_at or time.monotonic()) - self.started
+        result.passed, result.guest_type, result.failure, result.evidence = False, None, None, []
         result.seconds = round(end, 1)
         result.stages = [{"stage": s, "seconds": round(t, 1)} for s, t in self.stages.items()]
         if self.found:
@@ -324,6 +387,9 @@ class Watcher:
         elif self.panic:
             result.failure = "the kernel panicked"
             result.evidence = self.panic
+        elif self.crash:
+            result.failure = "Xen killed the guest: " + self.crash[0].removeprefix("(XEN) ")
+            result.evidence = self.crash
         elif self.errors:
             result.failure = self._creation_failure()
             result.evidence = self.errors[:20]
