@@ -1,15 +1,18 @@
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
 from kxen import fsutil
-from kxen.errors import ExitCode, LockedError, PublishError
+from kxen.errors import ExitCode, LockedError, NoSpaceError, PublishError, UnsafePathError
 
 
 def _entries(directory: Path) -> list[str]:
@@ -92,9 +95,11 @@ def test_lock_held_by_another_process_names_its_pid(tmp_path):
         holder.send_signal(signal.SIGKILL)
         holder.wait()
     # the kernel dropped the dead holder's flock: no stale lock
+    pid_file = lock.with_name("results.lock.pid")
     with fsutil.exclusive_lock(lock, "results dir"):
-        assert lock.read_text() == str(os.getpid())
-    assert lock.read_text() == ""
+        assert pid_file.read_text() == f"{os.getpid()}\n"
+    assert not pid_file.exists()
+    assert lock.read_text() == ""  # the lock file itself is never written
 
 
 def test_lock_is_exclusive_within_one_process_too(tmp_path):
@@ -160,3 +165,137 @@ def test_replace_dir_keeps_old_content_when_staging_rename_fails(tmp_path):
     assert str(final) in info.value.message
     assert (final / "content").read_text() == "old"
     assert _entries(tmp_path / "out") == ["results"]
+
+
+# --- locks never follow links and never write what they did not create ---------------
+
+
+def test_a_lock_file_that_is_a_symlink_is_refused_and_its_target_untouched(tmp_path):
+    target = tmp_path / "precious"
+    target.write_text("keep me\n")
+    lock = tmp_path / "results" / ".nvr.lock"
+    lock.parent.mkdir()
+    lock.symlink_to(target)
+    with (
+        pytest.raises(UnsafePathError, match="symbolic link") as info,
+        fsutil.exclusive_lock(lock, "results/nvr"),
+    ):
+        pytest.fail("locked through a symlink")
+    assert info.value.exit_code == ExitCode.INVALID_INPUT
+    assert target.read_text() == "keep me\n"
+    assert lock.is_symlink()
+
+
+def test_a_lock_file_that_is_a_fifo_is_refused_without_blocking(tmp_path):
+    lock = tmp_path / "x.lock"
+    os.mkfifo(lock)
+    with (
+        pytest.raises(UnsafePathError, match="not a regular file"),
+        fsutil.exclusive_lock(lock, "x"),
+    ):
+        pytest.fail("locked a fifo")
+
+
+def test_an_existing_lock_file_is_never_truncated(tmp_path):
+    lock = tmp_path / "x.lock"
+    lock.write_text("somebody's data\n")
+    with fsutil.exclusive_lock(lock, "x"):
+        pass
+    assert lock.read_text() == "somebody's data\n"
+
+
+def test_a_planted_pid_file_link_is_replaced_not_followed(tmp_path):
+    target = tmp_path / "precious"
+    target.write_text("keep me\n")
+    lock = tmp_path / "x.lock"
+    lock.with_name("x.lock.pid").symlink_to(target)
+    with fsutil.exclusive_lock(lock, "x"):
+        assert lock.with_name("x.lock.pid").read_text() == f"{os.getpid()}\n"
+        assert not lock.with_name("x.lock.pid").is_symlink()
+    assert target.read_text() == "keep me\n"
+
+
+# --- scratch directories of dead holders are reclaimed -------------------------------
+
+SCRATCH_HOLDER = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    from kxen.fsutil import scratch_dir
+    with scratch_dir(Path(sys.argv[1]), ".work-") as path:
+        (path / "payload").write_bytes(b"x" * 4096)
+        print(path, flush=True)
+        time.sleep(60)
+    """
+)
+
+
+def _scratch_holder(parent: Path) -> tuple[subprocess.Popen[str], Path]:
+    holder = subprocess.Popen(
+        [sys.executable, "-c", SCRATCH_HOLDER, str(parent)], stdout=subprocess.PIPE, text=True
+    )
+    assert holder.stdout is not None
+    return holder, Path(holder.stdout.readline().strip())
+
+
+def test_reclaim_removes_a_killed_holders_dir_and_keeps_a_living_ones(tmp_path):
+    dead, dead_dir = _scratch_holder(tmp_path)
+    alive, alive_dir = _scratch_holder(tmp_path)
+    try:
+        dead.send_signal(signal.SIGKILL)
+        dead.wait()
+        assert dead_dir.is_dir()  # SIGKILL: no cleanup ran
+        later = time.time() + fsutil.RECLAIM_MIN_AGE_SECONDS + 1
+        removed = fsutil.reclaim(tmp_path, now=later)
+        assert [r.path for r in removed] == [dead_dir]
+        assert removed[0].bytes >= 4096
+        assert "left by a kxen that is gone" in removed[0].describe()
+        assert not dead_dir.exists()
+        assert (alive_dir / "payload").is_file()
+    finally:
+        alive.kill()
+        alive.wait()
+
+
+def test_reclaim_spares_young_dirs_other_names_and_symlinks(tmp_path):
+    young = tmp_path / f".work-young{fsutil.SCRATCH_SUFFIX}"
+    young.mkdir()
+    other = tmp_path / ".cache-old"
+    other.mkdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / f".work-link{fsutil.SCRATCH_SUFFIX}").symlink_to(elsewhere)
+    old = time.time() - 3600
+    os.utime(other, (old, old))
+    assert fsutil.reclaim(tmp_path) == []
+    assert young.is_dir() and other.is_dir() and elsewhere.is_dir()
+    os.utime(young, (old, old))
+    assert [r.path for r in fsutil.reclaim(tmp_path)] == [young]
+
+
+def test_reclaim_looks_as_deep_as_it_is_told(tmp_path):
+    nested = tmp_path / "trees" / f".extract-x{fsutil.SCRATCH_SUFFIX}"
+    nested.mkdir(parents=True)
+    old = time.time() - 3600
+    os.utime(nested, (old, old))
+    assert fsutil.reclaim(tmp_path) == []
+    assert [r.path for r in fsutil.reclaim(tmp_path, depth=2)] == [nested]
+
+
+# --- write failures and free space -----------------------------------------------------
+
+
+def test_a_full_disk_is_no_space_and_a_read_only_dir_a_publish_error(tmp_path):
+    full = fsutil.write_error(tmp_path / "out", OSError(errno.ENOSPC, "No space left"))
+    assert full.exit_code == ExitCode.NO_SPACE and str(tmp_path / "out") in full.message
+    denied = fsutil.write_error(tmp_path / "out", OSError(errno.EACCES, "Permission denied"))
+    assert denied.exit_code == ExitCode.PUBLISH and "Permission denied" in denied.message
+
+
+def test_preflight_adds_up_needs_on_one_file_system(tmp_path):
+    free = shutil.disk_usage(tmp_path).free >> 20
+    fsutil.preflight({tmp_path / "a": 1, tmp_path / "b" / "c": 1})
+    with pytest.raises(NoSpaceError) as info:
+        fsutil.preflight({tmp_path / "a": free // 2 + 1, tmp_path / "b": free // 2 + 1})
+    assert str(tmp_path / "a") in info.value.message and str(tmp_path / "b") in info.value.message
+    assert info.value.exit_code == ExitCode.NO_SPACE

@@ -137,3 +137,53 @@ def test_commands_after_stop_all_are_refused_not_started(tmp_path):
     with pytest.raises(StoppedError, match="not started"):
         runner.run(["touch", str(marker)])
     assert not marker.exists()
+
+
+def test_a_command_killed_by_a_signal_reports_that_signal():
+    result = SubprocessRunner().run(["sh", "-c", "kill -TERM $$"], check=False)
+    assert result.returncode == -signal.SIGTERM
+
+
+KXEN_KILLED_HOLDER = """
+import sys
+from kxen.runner import SubprocessRunner
+SubprocessRunner().run(["sh", "-c", "sleep 300 & sleep 300; wait"], on_line=print)
+"""
+
+
+def _group_members(pgid: int) -> list[int]:
+    members = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                stat = (entry / "stat").read_text()
+                if int(stat.rsplit(")", 1)[1].split()[3]) == pgid:
+                    members.append(int(entry.name))
+    return members
+
+
+def test_sigkill_of_kxen_takes_the_command_group_with_it():
+    """No orphan runs on when kxen itself dies without any chance to clean up."""
+    import subprocess
+    import sys
+
+    kxen = subprocess.Popen([sys.executable, "-c", KXEN_KILLED_HOLDER])
+    try:
+        deadline = time.monotonic() + 20
+        group: list[int] = []
+        while time.monotonic() < deadline and len(group) < 4:  # supervisor, sh, 2 sleeps
+            children = [
+                int(p) for p in Path(f"/proc/{kxen.pid}/task/{kxen.pid}/children")
+                .read_text().split()
+            ]
+            group = _group_members(children[0]) if children else []
+            time.sleep(0.1)
+        assert len(group) == 4, group
+    finally:
+        kxen.kill()
+        kxen.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _group_members(children[0]):
+        time.sleep(0.1)
+    assert _group_members(children[0]) == []
+

@@ -26,6 +26,7 @@ class ExitCode(IntEnum):
     HUB = 12  # the koji hub stayed unreachable/offline after retries, or refused the login
     VERIFY = 13  # `kxen verify`: a built RPM failed a check
     BOOT = 14  # `kxen boot-test`: the kernel did not boot to its marker as the expected guest
+    HANGUP = 129  # SIGHUP (the terminal or the session went away)
     INTERRUPTED = 130  # SIGINT
     TERMINATED = 143  # SIGTERM
 
@@ -55,6 +56,11 @@ class InputError(KxenError):
     """Something the user wrote is wrong; the message names file, line or field."""
 
     exit_code = ExitCode.INVALID_INPUT
+
+
+class UnsafePathError(InputError):
+    """A path kxen would read or write is a symlink, special file or leads outside the
+    checkout; it is refused rather than followed."""
 
 
 class SourceError(KxenError):
@@ -111,4 +117,4 @@ class Interrupted(KxenError):
 
         super().__init__(f"interrupted by {signal.Signals(signum).name}")
         self.signum = signum
-        self.exit_code = ExitCode.INTERRUPTED if signum == signal.SIGINT else ExitCode.TERMINATED
+        self.exit_code = ExitCode(128 + signum)

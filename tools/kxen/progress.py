@@ -19,6 +19,10 @@ class Progress(Protocol):
     def transfer(self, name: str, done: int, total: int | None) -> None:
         """Bytes of a download or upload so far."""
 
+    def warn(self, message: str) -> None:
+        """Something the user must hear about although the work goes on (a corrupt cache
+        entry set aside, a dead holder's leftovers reclaimed)."""
+
 
 class NullProgress:
     def phase(self, name: str, detail: str = "") -> None:
@@ -28,4 +32,7 @@ class NullProgress:
         pass
 
     def transfer(self, name: str, done: int, total: int | None) -> None:
+        pass
+
+    def warn(self, message: str) -> None:
         pass

@@ -2,15 +2,20 @@
 
 Children run in their own process group so that a Ctrl-C or SIGTERM aimed at
 kxen stops the whole tree under them (rpmbuild -> make -> gcc) and leaves no
-orphans; the runner waits for the group to be gone before re-raising.
+orphans; the runner waits for the group to be gone before re-raising. Each
+command is started under `supervise.py`, which holds the read end of a lifeline
+pipe only this process writes to: if kxen is killed outright (SIGKILL, a crash),
+the lifeline breaks and the supervisor stops the group, so nothing runs on.
 """
 
 from __future__ import annotations
 
 import collections
 import os
+import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -24,6 +29,33 @@ LineSink = Callable[[str], None]
 
 TAIL_LINES = 400
 KILL_GRACE_SECONDS = 5.0
+SUPERVISOR = Path(__file__).with_name("supervise.py")
+
+
+class _Lifeline:
+    """This process's lifeline pipe. The write end is never written and never inherited
+    across exec, so it closes exactly when this process ends (a forked child makes its
+    own)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._owner = 0
+        self._read_end = -1
+
+    def read_end(self) -> int:
+        with self._lock:
+            if self._owner != os.getpid():
+                self._read_end, _ = os.pipe()
+                self._owner = os.getpid()
+            return self._read_end
+
+
+_LIFELINE = _Lifeline()
+
+
+def supervised(argv: Sequence[str]) -> list[str]:
+    """`argv` as the runner starts it: under the supervisor, holding the lifeline."""
+    return [sys.executable, "-I", "-S", str(SUPERVISOR), str(_LIFELINE.read_end()), *argv]
 
 
 @dataclass(frozen=True)
@@ -104,23 +136,23 @@ class SubprocessRunner:
         full_env = dict(os.environ)
         if env:
             full_env.update(env)
+        if shutil.which(args[0], path=full_env.get("PATH", os.defpath)) is None:
+            raise MissingToolError(f"{args[0]}: command not found (install it first)")
         # Started and registered under the lock: a stop_all from another thread either
         # sees this command and kills it, or came first and this one never starts.
         with self._lock:
             if self._stopped:
                 raise StoppedError(f"{args[0]}: not started, the work is being stopped")
-            try:
-                proc = subprocess.Popen(
-                    args,
-                    cwd=cwd,
-                    env=full_env,
-                    stdin=stdin if stdin is not None else subprocess.DEVNULL,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-            except FileNotFoundError as exc:
-                raise MissingToolError(f"{args[0]}: command not found (install it first)") from exc
+            proc = subprocess.Popen(
+                supervised(args),
+                cwd=cwd,
+                env=full_env,
+                stdin=stdin if stdin is not None else subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                pass_fds=(_LIFELINE.read_end(),),
+            )
             self._live.add(proc)
         try:
             lines = _pump(proc, on_line, log_path)
@@ -150,7 +182,8 @@ def _pump(
     kept: collections.deque[str] | list[str] = (
         collections.deque(maxlen=TAIL_LINES) if log_path else []
     )
-    log = log_path.open("ab") if log_path else None
+    # unbuffered: a build.log is read while the build runs (tail -f, CI, tests)
+    log = log_path.open("ab", buffering=0) if log_path else None
     try:
         for raw in proc.stdout:
             if log:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from ..fsutil import Reclaimed
 from ..progress import Progress
 
 
@@ -43,6 +44,9 @@ class Backend(Protocol):
     def check_host(self, arches: list[str]) -> None:
         """Raise MissingToolError before any work starts if the host cannot build."""
 
+    def reclaim(self) -> list[Reclaimed]:
+        """Remove the build areas of runs that were killed (their holder is gone)."""
+
     def build(self, request: BuildRequest, progress: Progress) -> ArchResult: ...
 
 
@@ -50,11 +54,17 @@ _COMPILER_ERROR = re.compile(
     r"(: (fatal )?error: |^ERROR: |\*\*\* \[|undefined reference to"
     r"|^Hunk #\d+ FAILED|can't find file to patch|malformed patch)"
 )
-_CONTROL = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|[\x00-\x08\x0b-\x1f\x7f]")
+# A CSI or OSC escape sequence as one unit, or any single C0/C1 control character (tab
+# aside) or Unicode bidirectional override, which can reorder what a terminal shows.
+_CONTROL = re.compile(
+    r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?"
+    r"|[\x00-\x08\x0a-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]"
+)
 
 
 def neutralise(line: str) -> str:
-    """Make a log line safe to show on a terminal (no escape sequences)."""
+    """Make a line safe to show on a terminal: every escape sequence and control
+    character (line breaks included) becomes `?`."""
     return _CONTROL.sub("?", line)
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InputError, MissingToolError
+from ..fsutil import Reclaimed
 from ..progress import Progress
 from ..runner import Runner
 from .base import ArchResult, BuildRequest, first_errors, neutralise
@@ -167,6 +168,10 @@ class MockBackend:
         missing = [arch for arch in arches if arch not in self.roots]
         if missing:
             raise InputError(f"no mock root for {', '.join(missing)}")
+
+    def reclaim(self) -> list[Reclaimed]:
+        """mock cleans its own build roots (and its result dirs are kxen's staging)."""
+        return []
 
     def command(self, request: BuildRequest) -> list[str]:
         argv = [
