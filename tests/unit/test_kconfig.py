@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-from kxen import kconfig
+from kxen import integrity, kconfig
 from kxen.errors import ConfigError, InputError
 
 KCONFIG = """\
@@ -482,7 +482,7 @@ def test_probe_outputs_are_reused_while_the_toolchain_is_unchanged(tmp_path, tre
     assert recorded["pwd"][0].strip() == first.resolve({}, "olddefconfig")["SHELL_DIR"].strip('"')
     # A reused output is what the next load sees, without running the probe again.
     recorded["pwd"] = ["/from/the/cache", ""]
-    saved.write_text(json.dumps(recorded))
+    integrity.write_sealed(saved, json.dumps(recorded).encode())
     second = kconfig.load(tree, "x86_64", cache)
     assert second.resolve({}, "olddefconfig")["SHELL_DIR"] == '"/from/the/cache"'
     # Another toolchain (here: another compiler variable) gets its own probe file.
@@ -501,4 +501,4 @@ def test_unreadable_probe_cache_is_ignored(tmp_path, tree):
     saved.write_text("{not json")
     model = kconfig.load(tree, "x86_64", cache)
     assert model.resolve({}, "olddefconfig")["SHELL_DIR"].strip('"')
-    assert json.loads(saved.read_text())["pwd"][0]
+    assert saved.read_text() == "{not json"  # failed its seal: neither used nor overwritten

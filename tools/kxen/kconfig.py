@@ -49,10 +49,9 @@ from typing import Any, Literal, cast
 
 import kconfiglib  # type: ignore[import-untyped]
 
-from . import toolchain
+from . import integrity, toolchain
 from .configs import KERNEL_ARCH, RESOLVE_MODES, Value, format_setting, show
 from .errors import ConfigError, InputError, KxenError
-from .fsutil import atomic_write_text
 
 SymbolType = Literal["bool", "tristate", "int", "hex", "string"]
 ResolveBase = Literal["olddefconfig", "allnoconfig"]
@@ -215,17 +214,39 @@ class ProbeCache:
     """Outputs of the `$(shell,...)` toolchain probes of one tree, arch and toolchain.
 
     They are ~60% of a Kconfig load and only change with the toolchain, so they are
-    kept in a file named by `toolchain.fingerprint()` and the kbuild tool variables."""
+    kept in a file named by `toolchain.fingerprint()` and the kbuild tool variables,
+    sealed with its SHA256 (`integrity`). A file that fails its seal is never used: with
+    a `quarantine` it is set aside, else it is left alone (neither read nor overwritten)
+    for `check_directory` to set aside where the warning can be reported."""
 
-    def __init__(self, path: Path | None) -> None:
+    def __init__(self, path: Path | None, quarantine: integrity.Quarantine | None = None) -> None:
         self.path = path
         self.outputs: dict[str, list[str]] = {}
         self.dirty = False
         if path is not None:
-            with contextlib.suppress(OSError, ValueError):
-                loaded = json.loads(path.read_text())
-                if isinstance(loaded, dict):
-                    self.outputs = loaded
+            self.outputs = self._load(path, quarantine)
+
+    def _load(self, path: Path, quarantine: integrity.Quarantine | None) -> dict[str, list[str]]:
+        try:
+            data = integrity.read_sealed(path)
+        except integrity.Corrupt as corrupt:
+            if quarantine is None:
+                self.path = None
+            else:
+                parts = integrity.sealed_parts(path)
+                quarantine.set_aside(parts, corrupt, "Kconfig probe cache", "probing again")
+            return {}
+        with contextlib.suppress(ValueError):
+            loaded = json.loads(data or b"{}")
+            if isinstance(loaded, dict):
+                return loaded
+        return {}
+
+    @classmethod
+    def check_directory(cls, directory: Path, quarantine: integrity.Quarantine) -> None:
+        """Set aside every probe cache in `directory` that fails its seal."""
+        for path in sorted(directory.glob("probes-*.json")):
+            cls(path, quarantine)
 
     @classmethod
     def for_environment(cls, directory: Path | None, env: Mapping[str, str]) -> ProbeCache:
@@ -252,8 +273,9 @@ class ProbeCache:
 
     def save(self) -> None:
         if self.path is not None and self.dirty:
+            text = json.dumps(self.outputs, sort_keys=True)
             with contextlib.suppress(KxenError):
-                atomic_write_text(self.path, json.dumps(self.outputs, sort_keys=True))
+                integrity.write_sealed(self.path, text.encode())
 
 
 class _TreeKconfig(kconfiglib.Kconfig):  # type: ignore[misc]

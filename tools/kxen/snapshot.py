@@ -15,12 +15,15 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import integrity
 from .errors import InputError
 from .fsutil import exclusive_lock, scratch_dir
 from .runner import Runner
 from .versions import UpstreamVersion, from_makefile
 
 _DESCRIBE_RE = re.compile(r"^v(?P<tag>[0-9][0-9.]*(?:-rc[0-9]+)?)-(?P<count>[0-9]+)-g[0-9a-f]+$")
+_DIGEST = "sha512"
+"""What the spec records of an upstream tarball: the seal gives it without hashing again."""
 ARCHIVE_COMPRESSOR = "zstd -T0 -3 -q -c"
 """Multi-threaded zstd: fast, and its output does not depend on the number of threads."""
 
@@ -35,6 +38,8 @@ class Snapshot:
     tarball: Path
     committed: datetime.date
     """The commit date (UTC): the date of the changelog entry that records it."""
+    tarball_sha512: str
+    """Recorded when the tarball was made and checked on every use."""
 
     @property
     def topdir(self) -> str:
@@ -45,8 +50,17 @@ def is_checkout(path: Path) -> bool:
     return path.is_dir() and (path / ".git").exists()
 
 
-def make(repo: Path, ref: str, cache_root: Path, runner: Runner) -> Snapshot:
-    """Resolve `ref`, derive its version and return its (cached) reproducible tarball."""
+def make(
+    repo: Path,
+    ref: str,
+    cache_root: Path,
+    runner: Runner,
+    quarantine: integrity.Quarantine | None = None,
+) -> Snapshot:
+    """Resolve `ref`, derive its version and return its (cached) reproducible tarball.
+
+    A cached tarball that no longer matches the SHA512 recorded when it was made is set
+    aside and made again (the same commit gives the same bytes)."""
     repo = repo.resolve()
     commit = _git(runner, repo, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
     if commit is None:
@@ -58,10 +72,11 @@ def make(repo: Path, ref: str, cache_root: Path, runner: Runner) -> Snapshot:
         raise InputError(f"{repo}: no v* tag is reachable from {ref}: cannot derive the version")
     version = _version(describe, ref)
     _check_makefile(runner, repo, commit, version, ref)
-    tarball = _archive(repo, commit, version, cache_root, runner)
+    quarantine = quarantine or integrity.Quarantine.in_cache(cache_root)
+    tarball, digest = _archive(repo, commit, version, cache_root, runner, quarantine)
     stamp = _git(runner, repo, "show", "-s", "--format=%ct", commit) or "0"
     committed = datetime.datetime.fromtimestamp(int(stamp), datetime.UTC).date()
-    return Snapshot(repo, commit, describe, version, tarball, committed)
+    return Snapshot(repo, commit, describe, version, tarball, committed, digest)
 
 
 def _version(describe: str, ref: str) -> UpstreamVersion:
@@ -101,15 +116,25 @@ def _check_makefile(
 
 
 def _archive(
-    repo: Path, commit: str, version: UpstreamVersion, cache_root: Path, runner: Runner
-) -> Path:
+    repo: Path,
+    commit: str,
+    version: UpstreamVersion,
+    cache_root: Path,
+    runner: Runner,
+    quarantine: integrity.Quarantine,
+) -> tuple[Path, str]:
+    """The snapshot tarball of `commit` and its SHA512, made once and checked on each use."""
     directory = cache_root / "snapshots" / commit
     tarball = directory / f"linux-{version}.tar.zst"
-    if tarball.is_file():
-        return tarball
     with exclusive_lock(cache_root / "snapshots" / f"{commit}.lock", "snapshot", wait=True):
-        if tarball.is_file():
-            return tarball
+        try:
+            digest = integrity.check_sealed(tarball, _DIGEST)
+        except integrity.Corrupt as corrupt:
+            parts = integrity.sealed_parts(tarball, _DIGEST)
+            quarantine.set_aside(parts, corrupt, "snapshot tarball", "making it again")
+            digest = None
+        if digest is not None:
+            return tarball, digest
         with scratch_dir(cache_root / "snapshots", ".archive-") as scratch:
             partial = scratch / tarball.name
             runner.run(
@@ -127,9 +152,10 @@ def _archive(
                     commit,
                 ]
             )
-            directory.mkdir(parents=True, exist_ok=True)
+            digest = integrity.digest_of(partial, _DIGEST)
+            integrity.seal_as(tarball, digest, _DIGEST)
             partial.replace(tarball)
-    return tarball
+    return tarball, digest
 
 
 def _git(runner: Runner, repo: Path, *args: str) -> str | None:

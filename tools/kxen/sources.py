@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from . import inputs, integrity
 from .errors import InputError, SourceError
 from .fsutil import atomic_write_text
 
@@ -63,10 +64,9 @@ class SourceEntry:
 
 def parse_sources(path: Path) -> list[SourceEntry]:
     """Read a `sources` file; every refusal names the file and line."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(f"{path}: no sources file") from None
+    if not path.exists() and not path.is_symlink():
+        raise InputError(f"{path}: no sources file")
+    text = inputs.read_text(path, path.parent)
     entries: list[SourceEntry] = []
     seen: dict[str, int] = {}
     for number, raw in enumerate(text.splitlines(), 1):
@@ -87,7 +87,9 @@ def _parse_line(line: str, where: str) -> SourceEntry:
     if not match:
         if re.match(r"^[0-9a-f]{32}  \S+$", line):
             raise InputError(f"{where}: MD5 entries are too weak; re-import with kxen new-sources")
-        raise InputError(f"{where}: expected 'SHA512 (file) = <hex digest>', got {line!r}")
+        raise InputError(
+            f"{where}: expected 'SHA512 (file) = <hex digest>', got {inputs.excerpt(line)}"
+        )
     algorithm, name, digest = match["algo"], match["name"], match["digest"]
     if algorithm not in ALGORITHMS:
         raise InputError(f"{where}: unsupported hash {algorithm} (use SHA512 or SHA256)")
@@ -102,7 +104,7 @@ def _parse_line(line: str, where: str) -> SourceEntry:
 
 def check_filename(name: str, where: str) -> None:
     if not _NAME_RE.match(name) or ".." in name:
-        raise InputError(f"{where}: unsafe file name {name!r}")
+        raise InputError(f"{where}: unsafe file name {inputs.excerpt(name)}")
 
 
 def write_sources(path: Path, entries: Iterable[SourceEntry]) -> None:
@@ -115,23 +117,33 @@ def file_digest(path: Path, algorithm: str) -> str:
 
 
 class Lookaside:
-    """Content-addressed cache: `<root>/<algorithm>/<digest>/<file name>`."""
+    """Content-addressed cache: `<root>/<algorithm>/<digest>/<file name>`.
 
-    def __init__(self, root: Path) -> None:
+    A cached copy is hashed before every use; one that no longer matches its digest is
+    set aside as evidence (by default in `<root>/corrupt/`) and downloaded again."""
+
+    def __init__(self, root: Path, quarantine: integrity.Quarantine | None = None) -> None:
         self.root = root
+        self.quarantine = quarantine or integrity.Quarantine(root / integrity.CORRUPT_DIR)
 
     def path_for(self, entry: SourceEntry) -> Path:
         return self.root / entry.algorithm.lower() / entry.digest / entry.filename
 
     def cached(self, entry: SourceEntry) -> Path | None:
         """The cached file if present and still matching its digest."""
+        return self._check_cached(entry).path
+
+    def _check_cached(self, entry: SourceEntry) -> _CachedCopy:
         path = self.path_for(entry)
-        if not path.is_file():
-            return None
-        if file_digest(path, entry.algorithm) == entry.digest:
-            return path
-        path.unlink()  # corrupted in place: fetch again rather than trust it
-        return None
+        if not path.exists() and not path.is_symlink():
+            return _CachedCopy(None)
+        problem = _copy_problem(path, entry)
+        if problem is None:
+            return _CachedCopy(path)
+        evidence = self.quarantine.set_aside(
+            path, integrity.Corrupt([problem]), "lookaside copy", "fetching it again"
+        )
+        return _CachedCopy(None, (path, evidence / path.name))
 
     def fetch(
         self,
@@ -146,11 +158,11 @@ class Lookaside:
         copy before it is reused; its failure leaves the cache as it was.
         """
         urls = list(urls)
-        cached = self.cached(entry)
-        if cached:
+        copy = self._check_cached(entry)
+        if copy.path:
             if verifier is not None:
-                verifier.cached(cached, urls)
-            return cached, False
+                verifier.cached(copy.path, urls)
+            return copy.path, False
         failures: list[str] = []
         mismatch: SourceError | None = None
         for url in urls:
@@ -161,9 +173,14 @@ class Lookaside:
             except SourceError as exc:  # that mirror served other bytes: try the next one
                 mismatch = mismatch or exc
                 failures.append(exc.message)
+        kept = copy.describe(entry)
         if mismatch is not None:  # the details list every mirror's failure, if several
-            raise SourceError(mismatch.message, details=failures if len(failures) > 1 else [])
-        raise SourceError(f"{entry.filename}: could not download from any mirror", details=failures)
+            details = failures if len(failures) > 1 else []
+            raise SourceError(mismatch.message, details=[*details, *kept])
+        cause = f" ({kept[0]})" if kept else ""
+        raise SourceError(
+            f"{entry.filename}: could not download from any mirror{cause}", details=failures
+        )
 
     def _download(
         self,
@@ -257,6 +274,30 @@ class Lookaside:
 
 class _TransportError(Exception):
     pass
+
+
+@dataclass(frozen=True)
+class _CachedCopy:
+    path: Path | None
+    """A cached copy that matched its digest."""
+    set_aside: tuple[Path, Path] | None = None
+    """A copy that did not match: where it was, and where it is kept as evidence."""
+
+    def describe(self, entry: SourceEntry) -> list[str]:
+        if self.set_aside is None:
+            return []
+        was, kept = self.set_aside
+        return [f"the cached copy {was} failed its {entry.algorithm} check and is kept as {kept}"]
+
+
+def _copy_problem(path: Path, entry: SourceEntry) -> str | None:
+    try:
+        actual = integrity.digest_of(path, entry.algorithm.lower())
+    except OSError as exc:
+        return f"{path.name} cannot be read as a file: {exc.strerror}"
+    if actual != entry.digest:
+        return f"{path.name}: {entry.algorithm} {actual}, expected {entry.digest}"
+    return None
 
 
 def _copy_url(

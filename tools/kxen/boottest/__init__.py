@@ -115,7 +115,7 @@ def boot_test(request: BootRequest, cache: Path, runner: Runner, progress: Progr
         guest = images.Guest(
             arch=arch,
             kernel=kernel,
-            initramfs=images.guest_initramfs(arch, token, cache, runner),
+            initramfs=images.guest_initramfs(arch, token, cache, runner, progress),
             cmdline=" ".join(filter(None, [GUEST_COMMAND_LINE[flavour], request.append])),
         )
         result = BootResult(

@@ -18,8 +18,10 @@ from elftools.elf.dynamic import DynamicSection
 from elftools.elf.elffile import ELFFile
 from elftools.elf.segments import InterpSegment
 
+from .. import integrity
 from ..errors import InputError, MissingToolError
 from ..fsutil import atomic_write_bytes
+from ..progress import Progress
 from ..runner import CommandFailed, Runner
 from .initramfs import Initramfs
 from .pieces import TOOLS, XenPieces
@@ -98,16 +100,22 @@ class Guest:
     cmdline: str
 
 
-def guest_initramfs(arch: str, token: str, cache: Path, runner: Runner) -> bytes:
+def guest_initramfs(
+    arch: str, token: str, cache: Path, runner: Runner, progress: Progress | None = None
+) -> bytes:
     image = Initramfs()
     image.char_device("dev/console", 5, 1)
-    image.copy("init", guest_init(arch, cache, runner), 0o755)
+    quarantine = integrity.Quarantine.in_cache(cache, progress)
+    image.copy("init", guest_init(arch, cache, runner, quarantine), 0o755)
     image.file("token", f"{token}\n".encode())
     return image.gzipped()
 
 
-def guest_init(arch: str, cache: Path, runner: Runner) -> Path:
-    """guest_init.c built for the guest's arch (cached by source and flags)."""
+def guest_init(
+    arch: str, cache: Path, runner: Runner, quarantine: integrity.Quarantine | None = None
+) -> Path:
+    """guest_init.c built for the guest's arch (cached by source and flags, and checked
+    against the digest recorded when it was built)."""
     source = resources.files(__package__).joinpath("guest_init.c").read_bytes()
     flags = [
         GUEST_ARCH_FLAGS[arch],
@@ -122,8 +130,14 @@ def guest_init(arch: str, cache: Path, runner: Runner) -> Path:
     ]
     key = hashlib.sha256(source + " ".join(flags).encode()).hexdigest()[:16]
     target = cache / "boot-test" / "init" / f"init-{arch}-{key}"
-    if target.is_file():
-        return target
+    try:
+        if integrity.check_sealed(target) is not None:
+            return target
+    except integrity.Corrupt as corrupt:
+        quarantine = quarantine or integrity.Quarantine.in_cache(cache)
+        quarantine.set_aside(
+            integrity.sealed_parts(target), corrupt, "guest init binary", "building it again"
+        )
     source_path = target.with_suffix(".c")
     atomic_write_bytes(source_path, source)
     built = target.with_name(f".{target.name}.tmp")
@@ -133,6 +147,7 @@ def guest_init(arch: str, cache: Path, runner: Runner) -> Path:
         raise MissingToolError(
             f"gcc could not build the {arch} guest init", details=exc.details
         ) from exc
+    integrity.seal_as(target, integrity.digest_of(built))
     built.replace(target)
     return target
 

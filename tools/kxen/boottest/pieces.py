@@ -14,8 +14,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import integrity
 from ..errors import InputError, MissingToolError, SourceError
-from ..fsutil import atomic_write_bytes, atomic_write_text, exclusive_lock, replace_dir, scratch_dir
+from ..fsutil import atomic_write_text, exclusive_lock, replace_dir, scratch_dir
 from ..progress import Progress
 from ..runner import CommandFailed, Runner
 
@@ -77,12 +78,13 @@ class PieceChoice:
 
 def xen_pieces(choice: PieceChoice, cache: Path, runner: Runner, progress: Progress) -> XenPieces:
     debian: Path | None = None
+    quarantine = integrity.Quarantine.in_cache(cache, progress)
     if None in (choice.xen, choice.dom0_kernel, choice.toolstack, choice.busybox):
-        debian = debian_root(cache / "boot-test" / "debian", runner, progress)
+        debian = debian_root(cache / "boot-test" / "debian", runner, progress, quarantine)
     xen = choice.xen or _only(debian, f"boot/xen-{XEN_VERSION}-amd64.gz")
     dom0 = choice.dom0_kernel or _only(debian, "boot/vmlinuz-*")
     pieces = XenPieces(
-        hypervisor=_decompressed_xen(xen, cache / "boot-test" / "xen"),
+        hypervisor=_decompressed_xen(xen, cache / "boot-test" / "xen", quarantine),
         dom0_kernel=dom0,
         dom0_modules=dom0_modules_of(dom0),
         toolstack=choice.toolstack or _need(debian),
@@ -107,12 +109,20 @@ def dom0_modules_of(kernel: Path) -> Path:
     return modules
 
 
-def debian_root(where: Path, runner: Runner, progress: Progress) -> Path:
-    """Debian's pieces unpacked under `where/root`, fetched once and then reused."""
+def debian_root(
+    where: Path, runner: Runner, progress: Progress, quarantine: integrity.Quarantine | None = None
+) -> Path:
+    """Debian's pieces unpacked under `where/root`, fetched once, then verified against
+    the manifest made when they were unpacked before each reuse (set aside if they fail)."""
     root = where / "root"
+    quarantine = quarantine or integrity.Quarantine(where / integrity.CORRUPT_DIR, progress)
     with exclusive_lock(where / ".lock", "the boot-test package cache", wait=True):
-        if (root / ".complete").is_file():
-            return root
+        if root.exists() or root.is_symlink():
+            try:
+                integrity.verify(root, root / integrity.MANIFEST_NAME)
+                return root
+            except integrity.Corrupt as corrupt:
+                quarantine.set_aside(root, corrupt, "boot-test package root", "fetching it again")
         progress.phase("boot-test", "fetching Debian's Xen, kernel and busybox packages")
         dom0_image = _dom0_image_package(runner)
         with scratch_dir(where, ".fetch-") as scratch:
@@ -134,6 +144,7 @@ def debian_root(where: Path, runner: Runner, progress: Progress) -> Path:
                 progress.step(f"unpacking {name}")
                 runner.run(["dpkg-deb", "-x", debs / name, staging])
             atomic_write_text(staging / ".complete", "".join(f"{n}\n" for n in names))
+            integrity.record(staging, staging / integrity.MANIFEST_NAME)
             replace_dir(staging, root)
     return root
 
@@ -151,16 +162,22 @@ def _dom0_image_package(runner: Runner) -> str:
     return match[1]
 
 
-def _decompressed_xen(image: Path, where: Path) -> Path:
-    """QEMU's multiboot loader reads an uncompressed image only; cached by content."""
+def _decompressed_xen(image: Path, where: Path, quarantine: integrity.Quarantine) -> Path:
+    """QEMU's multiboot loader reads an uncompressed image only; cached by content and
+    checked against the digest recorded when it was decompressed."""
     if not image.is_file():
         raise InputError(f"--xen {image}: no such file")
     data = image.read_bytes()
     if data[:2] != b"\x1f\x8b":
         return image
     target = where / f"xen-{hashlib.sha256(data).hexdigest()[:16]}"
-    if not target.is_file():
-        atomic_write_bytes(target, gzip.decompress(data))
+    try:
+        if integrity.check_sealed(target) is not None:
+            return target
+    except integrity.Corrupt as corrupt:
+        parts = integrity.sealed_parts(target)
+        quarantine.set_aside(parts, corrupt, "decompressed Xen", "decompressing it again")
+    integrity.write_sealed(target, gzip.decompress(data))
     return target
 
 
