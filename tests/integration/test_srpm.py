@@ -42,7 +42,7 @@ def test_srpm_carries_tarball_configs_and_spec(srpm_pair: tuple[Path, Path]) -> 
     assert sorted(header["filenames"]) == sorted(
         [
             "kernel-xen.spec",
-            "linux-source-6.1.tar.xz",
+            "linux-6.1.192.tar.xz",  # kxen's own name for Debian's linux-source-6.1.tar.xz
             "kernel-6.1.192-i686-smoke-xen.config",
             "kernel-6.1.192-x86_64-smoke-xen.config",
         ]

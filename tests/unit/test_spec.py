@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import difflib
 import lzma
 import re
@@ -10,12 +11,20 @@ from pathlib import Path
 
 import jinja2
 import pytest
-from kxen import manifest, spec
+from kxen import manifest, spec, upstream
 from kxen.errors import ExitCode, InputError
 from kxen.manifest import Manifest
 from kxen.patches import Patch
-from kxen.upstream import ORIGIN_KERNEL_ORG, ORIGIN_LOCAL_TARBALL, Upstream
+from kxen.snapshot import Snapshot
+from kxen.upstream import ORIGIN_GIT, ORIGIN_KERNEL_ORG, ORIGIN_LOCAL_TARBALL, Upstream
 from kxen.versions import UpstreamVersion
+
+from ..hostile.injection import (
+    HOSTILE_TARBALL_NAMES,
+    HOSTILE_TOKENS,
+    HOSTILE_TOP_DIRECTORY,
+    traces,
+)
 
 MIRROR = "https://cdn.kernel.org/pub/linux/kernel/"
 UP_192 = Upstream(
@@ -56,6 +65,26 @@ def load(checkout):
 @pytest.fixture
 def templates(checkout) -> Path:
     return checkout / "specs"
+
+
+@pytest.fixture
+def local_upstream(tmp_path, make_tarball, makefile_text):
+    """A local kernel 6.1.5 tarball called `name` with top directory `top`, as kxen reads it."""
+
+    def make(name: str = "linux-source-6.1.tar.xz", top: str = "linux-source-6.1") -> Upstream:
+        given = tmp_path / "given"
+        given.mkdir(exist_ok=True)
+        members = {f"{top}/Makefile": makefile_text(6, 1, 5).encode(), f"{top}/README": b"Linux\n"}
+        return upstream.from_tarball(make_tarball(given / name, members), tmp_path / "cache")
+
+    return make
+
+
+@pytest.fixture
+def scratch(tmp_path, monkeypatch) -> Path:
+    """The working directory, where a hostile name's `touch pwned` would land."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
 
 
 def _inputs(
@@ -118,10 +147,11 @@ def test_rendered_spec_parses_with_rpmspec(tmp_path, load, templates, rpmspec, a
     provides = [value for tag, value in _tags(parsed) if tag == "Provides"]
     assert f"kernel-xen-uname-r = 6.1.192-1.{arch}+xen" in provides
     assert f"Provides: kernel-xen-devel-uname-r = 6.1.192-1.{arch}+xen" in parsed
-    # %prep applies the upstream patch and copies the config of this arch, a declared Source
-    assert "xz -T0 -dc /nonexistent/linux-6.1.tar.xz | tar -xf - --strip-components=1" in parsed
-    assert "xz -T0 -dc /nonexistent/patch-6.1.192.xz | patch -p1" in parsed
-    assert f"cp /nonexistent/kernel-6.1.192-{arch}-xen.config .config" in parsed
+    # %prep applies the upstream patch and copies the config of this arch, a declared Source,
+    # each file quoted so that it stays one word in the shell
+    assert 'xz -T0 -dc "/nonexistent/linux-6.1.tar.xz" | tar -xf - --strip-components=1' in parsed
+    assert 'xz -T0 -dc "/nonexistent/patch-6.1.192.xz" | patch -p1' in parsed
+    assert f'cp "/nonexistent/kernel-6.1.192-{arch}-xen.config" .config' in parsed
     assert "kernel_arch" not in parsed.split("%prep", 1)[1].split("%build", 1)[0]
 
 
@@ -142,7 +172,7 @@ def test_buildid_and_smoke_flavour(tmp_path, load, templates, rpmspec):
     assert _tag(parsed, "Source100") == "kernel-6.1.192-i686-smoke-xen.config"
     assert _tag(parsed, "Source101") == "kernel-6.1.192-x86_64-smoke-xen.config"
     assert "Provides: kernel-xen-uname-r = 6.1.192-3.local.smoke.x86_64+xen" in parsed
-    assert "cp /nonexistent/kernel-6.1.192-x86_64-smoke-xen.config .config" in parsed
+    assert 'cp "/nonexistent/kernel-6.1.192-x86_64-smoke-xen.config" .config' in parsed
     assert inputs.nvr == "kernel-xen-6.1.192-3.local.smoke"
     assert inputs.kernel_release("x86_64") == "6.1.192-3.local.smoke.x86_64+xen"
 
@@ -161,23 +191,87 @@ def test_prerelease_release(tmp_path, load, templates, rpmspec):
     assert "Provides: kernel-xen-uname-r = 6.2.0-0.1.rc3.x86_64+xen" in parsed
 
 
-def test_local_tarball_origin(tmp_path, load, templates, rpmspec):
-    local = Upstream(
-        version=UpstreamVersion("6.1", 5),
-        tarball=Path("/somewhere/linux-source-6.1.tar.xz"),
-        patches=(),
-        topdir="linux-source-6.1",
-        origin=ORIGIN_LOCAL_TARBALL,
-        identity="z",
-    )
-    inputs = _inputs(load(), local, local_tarball_sha512="ab" * 64)
+def test_local_tarball_origin(tmp_path, load, templates, rpmspec, local_upstream):
+    local = local_upstream("linux-source-6.1.tar.xz", "linux-source-6.1")
+    assert local.version == UpstreamVersion("6.1", 5)
+    inputs = _inputs(load(), local, local_tarball_sha512=local.tarball_sha512)
     path = _render_to(tmp_path, inputs, templates)
-    assert f"# Local tarball: linux-source-6.1.tar.xz, SHA512 {'ab' * 64}\n" in path.read_text()
+    # the tarball ships under kxen's own name and unpacks into kxen's own directory
+    assert (
+        f"# Local tarball: linux-6.1.5.tar.xz, SHA512 {local.tarball_sha512}\n" in path.read_text()
+    )
     assert "\n# Flavour: default\n" in path.read_text()
     parsed = rpmspec("-P", "--target", "x86_64", path).stdout
-    assert _tag(parsed, "Source0") == "linux-source-6.1.tar.xz"
+    assert _tag(parsed, "Source0") == "linux-6.1.5.tar.xz"
     assert "Source1" not in dict(_tags(parsed))
-    assert "%setup -q -T -n linux-source-6.1 -c" in path.read_text()
+    assert "%setup -q -T -n linux-6.1.5 -c" in path.read_text()
+    assert "linux-source" not in path.read_text()
+
+
+@pytest.mark.parametrize("name", HOSTILE_TARBALL_NAMES.values(), ids=HOSTILE_TARBALL_NAMES.keys())
+def test_a_local_tarball_ships_under_a_name_of_kxen_s_own(
+    tmp_path, load, templates, rpmspec, local_upstream, scratch, name
+):
+    local = local_upstream(name, HOSTILE_TOP_DIRECTORY)
+    path = _render_to(tmp_path, _inputs(load(), local), templates)
+    text = path.read_text()
+    assert name not in text
+    assert HOSTILE_TOP_DIRECTORY not in text
+    assert "pwned" not in text
+    assert "%setup -q -T -n linux-6.1.5 -c\n" in text
+    parsed = rpmspec("-P", "--target", "x86_64", path).stdout
+    assert _tag(parsed, "Source0") == "linux-6.1.5.tar.xz"
+    assert 'xz -T0 -dc "/nonexistent/linux-6.1.5.tar.xz" | tar -xf - --strip-components=1' in parsed
+    assert not traces(scratch)
+
+
+@pytest.mark.parametrize(
+    ("magic", "suffix", "decompress"),
+    [
+        (lzma.compress(b"tar"), ".xz", "xz -T0 -dc"),
+        (b"BZh91AY&SY", ".bz2", "bzip2 -dc"),
+        (b"\x1f\x8b\x08\x00", ".gz", "gzip -dc"),
+        (b"\x28\xb5\x2f\xfd\x00", ".zst", "zstd -dc"),
+        (b"linux-6.1/\x00\x00", "", "cat"),
+    ],
+)
+def test_the_shipped_name_follows_the_tarball_s_content(
+    tmp_path, load, templates, magic, suffix, decompress
+):
+    given = tmp_path / "linux.tar.gz"  # whatever the name says
+    given.write_bytes(magic)
+    assert spec.compression_suffix(given) == suffix
+    local = dataclasses.replace(
+        UP_192, tarball=given, patches=(), origin=ORIGIN_LOCAL_TARBALL, topdir="whatever"
+    )
+    assert spec.shipped_names(local) == (f"linux-6.1.192.tar{suffix}",)
+    text = spec.render(_inputs(load(), local), templates)
+    assert f"Source0: linux-6.1.192.tar{suffix}\n" in text
+    assert f'{decompress} "%{{SOURCE0}}" | tar -xf -' in text
+
+
+def test_a_git_snapshot_ships_as_its_version(tmp_path, load, templates):
+    made = tmp_path / "snapshot.tar.zst"
+    made.write_bytes(b"\x28\xb5\x2f\xfd\x00")
+    version = UpstreamVersion("6.2", rc=3, git=2)
+    snap = _snapshot(version, made, describe="v6.2-rc3-2-gabcdef")
+    git = Upstream(version, made, (), "linux-6.2-rc3-git2", ORIGIN_GIT, "g", "cd" * 64, snap)
+    assert spec.shipped_names(git) == ("linux-6.2-rc3-git2.tar.zst",)
+    assert spec.build_dir(git) == "linux-6.2-rc3-git2"
+
+
+def test_kernel_org_files_keep_their_names(load, templates):
+    assert spec.shipped_names(UP_192) == ("linux-6.1.tar.xz", "patch-6.1.192.xz")
+    assert spec.build_dir(UP_192) == "linux-6.1"
+    assert spec.shipped_names(UP_RC3) == ("linux-6.1.tar.xz", "patch-6.2-rc3.xz")
+
+
+def test_an_unreadable_local_tarball_is_an_input_error(tmp_path):
+    local = dataclasses.replace(
+        UP_192, tarball=tmp_path / "gone.tar.xz", patches=(), origin=ORIGIN_LOCAL_TARBALL
+    )
+    with pytest.raises(InputError, match=r"gone\.tar\.xz: cannot read the tarball"):
+        spec.shipped_tarball_name(local)
 
 
 def test_downstream_patches(tmp_path, load, templates, rpmspec):
@@ -253,7 +347,7 @@ def test_free_text_cannot_run_macros(tmp_path, load, templates, rpmspec):
 def test_text_escapes_percent_and_refuses_line_breaks():
     assert spec.text("100% %{x} %%") == "100%% %%{x} %%%%"
     assert isinstance(spec.text("a"), spec.SpecText)
-    for bad in ("a\nb", "a\rb", "trailing\n"):
+    for bad in ("a\nb", "a\rb", "trailing\n", "a\x00b", "a\tb", "a\x1b[31mb", "a\x7fb", "a\x85b"):
         with pytest.raises(InputError, match="single line"):
             spec.text(bad)
 
@@ -263,27 +357,28 @@ def _render_and_write(inputs: spec.SpecInputs, templates: Path, path: Path) -> N
     spec.write(spec.render(inputs, templates), path)
 
 
-def _bypasses(loaded: Manifest, payload: str) -> dict[str, spec.SpecInputs]:
-    """Inputs with a macro in a token field, built around the schema."""
+def _bypasses(
+    loaded: Manifest, payload: str, local: Upstream | None = None
+) -> dict[str, spec.SpecInputs]:
+    """Inputs with `payload` at the start of a token field, built around the schema."""
+    local = local or dataclasses.replace(UP_192, origin=ORIGIN_LOCAL_TARBALL, patches=())
+    snapshot = _snapshot(local.version, local.tarball, describe="v6.1-5-gabcdef")
+    git = dataclasses.replace(local, origin=ORIGIN_GIT)
     return {
-        "name": _inputs(dataclasses.replace(loaded, name=f"x{payload}")),
+        "name": _inputs(dataclasses.replace(loaded, name=payload)),
         "arches": _inputs(dataclasses.replace(loaded, arches=("x86_64", payload))),
-        "mirror": _inputs(dataclasses.replace(loaded, mirrors=(f"https://m/{payload}/",))),
+        "mirror": _inputs(dataclasses.replace(loaded, mirrors=(f"{payload}/",))),
         "buildid": _inputs(loaded, buildid=payload),
         "flavour": _inputs(loaded, flavour=payload),
         "config": _inputs(loaded, config_names=(payload,) * len(loaded.arches)),
-        "topdir": _inputs(loaded, dataclasses.replace(UP_192, topdir=payload)),
-        "tarball": _inputs(
-            loaded,
-            dataclasses.replace(
-                UP_192, origin=ORIGIN_LOCAL_TARBALL, patches=(), tarball=Path(f"{payload}.tar")
-            ),
-        ),
         "patch": _inputs(loaded, patches=(Patch(Path(f"{payload}.patch"), 1, 1),)),
-        "sha512": _inputs(
+        "sha512": _inputs(loaded, local, local_tarball_sha512=payload),
+        "git commit": _inputs(
+            loaded, dataclasses.replace(git, snapshot=dataclasses.replace(snapshot, commit=payload))
+        ),
+        "git describe": _inputs(
             loaded,
-            dataclasses.replace(UP_192, origin=ORIGIN_LOCAL_TARBALL, patches=()),
-            local_tarball_sha512=payload,
+            dataclasses.replace(git, snapshot=dataclasses.replace(snapshot, describe=payload)),
         ),
         "changelog version": _inputs(
             dataclasses.replace(
@@ -294,32 +389,83 @@ def _bypasses(loaded: Manifest, payload: str) -> dict[str, spec.SpecInputs]:
     }
 
 
-@pytest.mark.parametrize(
-    "field",
-    [
-        "name",
-        "arches",
-        "mirror",
-        "buildid",
-        "flavour",
-        "config",
-        "topdir",
-        "tarball",
-        "patch",
-        "sha512",
-    ],
-)
-def test_token_fields_that_bypass_the_schema_are_refused(tmp_path, load, templates, field):
+DAY = dt.date(2026, 11, 25)
+
+
+def _snapshot(version: UpstreamVersion, tarball: Path, describe: str) -> Snapshot:
+    return Snapshot(
+        repo=Path("/git"),
+        commit="ab" * 20,
+        describe=describe,
+        version=version,
+        tarball=tarball,
+        committed=DAY,
+        tarball_sha512="cd" * 64,
+    )
+
+
+TOKEN_FIELDS = [
+    "name",
+    "arches",
+    "mirror",
+    "buildid",
+    "flavour",
+    "config",
+    "patch",
+    "sha512",
+    "git commit",
+    "git describe",
+]
+
+
+@pytest.mark.parametrize("field", TOKEN_FIELDS)
+def test_token_fields_that_bypass_the_schema_are_refused(
+    tmp_path, load, templates, local_upstream, field
+):
     payload = "%(touch CANARY)"
-    inputs = _bypasses(load(), payload)[field]
+    inputs = _bypasses(load(), payload, local_upstream())[field]
     target = tmp_path / "kernel-xen.spec"
     target.write_bytes(b"previous spec\n")
+    before = sorted(tmp_path.iterdir())
     with pytest.raises(InputError) as info:
         _render_and_write(inputs, templates, target)
     assert info.value.exit_code == ExitCode.INVALID_INPUT
     assert payload in info.value.message
     assert target.read_bytes() == b"previous spec\n"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkout", "kernel-xen.spec"]
+    assert sorted(tmp_path.iterdir()) == before
+
+
+@pytest.mark.parametrize("payload", HOSTILE_TOKENS.values(), ids=HOSTILE_TOKENS.keys())
+@pytest.mark.parametrize("field", TOKEN_FIELDS)
+def test_every_hostile_character_in_every_token_field_is_refused(
+    load, templates, local_upstream, field, payload
+):
+    inputs = _bypasses(load(), payload, local_upstream())[field]
+    with pytest.raises(InputError) as info:
+        spec.render(inputs, templates)
+    assert repr(payload)[1:-1] in info.value.message
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "",
+        "kernel-xen",
+        "6.1.192",
+        "0.1.rc3.git2",
+        ".local.smoke",
+        "linux-2.6.25.tar.bz2",
+        "patch-6.2-rc3-git2.xz",
+        "kernel-6.1.192-x86_64-smoke-xen.config",
+        "0001-xen-fix_a+b.patch",
+        "https://cdn.kernel.org/pub/linux/kernel/v6.x/linux-6.1.tar.xz",
+        "file:///srv/mirror/~kernel/linux/kernel/v2.6/snapshots/patch-2.6.25-rc8-git3.bz2",
+        "https://user@mirror.example:8443/linux/",
+        "v6.2-rc3-45-g1234abcd5678",
+    ],
+)
+def test_names_rpm_and_kernel_org_use_are_tokens(value):
+    assert spec.token(value) == value
 
 
 def test_changelog_version_is_escaped_text(tmp_path, load, templates, rpmspec):

@@ -6,18 +6,24 @@ parsed. Every value therefore passes one gate, the environment's `finalize`:
 tokens (versions, file names) must match an allowlist, and free text must have
 been escaped with `text()` (`%` -> `%%`). Anything else aborts the render
 before a byte is written.
+
+File names the user chose never reach the spec: a local upstream tarball ships
+as `linux-<version>.tar.<compression>` and unpacks into `linux-<version>`,
+whatever it and its top directory were called (kxen-result.json keeps the
+original).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import jinja2
 
-from . import toolchain
+from . import inputs, toolchain
 from .configs import Target
 from .errors import InputError
 from .fsutil import atomic_write_text
@@ -31,25 +37,51 @@ UPSTREAM_SOURCE_BASE = 1
 CONFIG_SOURCE_BASE = 100
 PATCH_BASE = 1
 BUILDID_RE = re.compile(r"\.[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*")
-_TOKEN_RE = re.compile(r"[A-Za-z0-9._+~^:/=@()*| ,-]*")
-# xz -T0 decompresses multi-block archives (kernel.org's are) in parallel; older xz ignores it.
-_DECOMPRESS = {
-    ".xz": "xz -T0 -dc",
-    ".bz2": "bzip2 -dc",
-    ".gz": "gzip -dc",
-    ".zst": "zstd -dc",
-}
+# What rpm and kernel.org names are made of (versions, releases, file names, mirror URLs):
+# no character a shell or rpm's macro expander gives a meaning to, no whitespace, and no
+# leading `-` (an option to the command it lands in) or `~` (a home directory to a shell).
+_TOKEN_RE = re.compile(r"(?![-~])[A-Za-z0-9._+~:/@-]*")
+# C0 and C1 control characters and DEL: a NUL truncates what rpm reads, the rest garble it.
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 class SpecText(str):
     """Free text already escaped for a spec (or a trusted constant)."""
 
 
+# xz -T0 decompresses multi-block archives (kernel.org's are) in parallel; older xz ignores it.
+_DECOMPRESS = {
+    ".xz": SpecText("xz -T0 -dc"),
+    ".bz2": SpecText("bzip2 -dc"),
+    ".gz": SpecText("gzip -dc"),
+    ".zst": SpecText("zstd -dc"),
+}
+_NO_DECOMPRESSION = SpecText("cat")
+_MAGIC = (
+    (b"\xfd7zXZ\x00", ".xz"),
+    (b"BZh", ".bz2"),
+    (b"\x1f\x8b", ".gz"),
+    (b"\x28\xb5\x2f\xfd", ".zst"),
+)
+
+
 def text(value: str) -> SpecText:
     """Escape free text: `%` starts a macro in nearly every spec section."""
-    if "\n" in value or "\r" in value:
-        raise InputError(f"spec text must be a single line: {value!r}")
+    if _CONTROL_RE.search(value):
+        raise InputError(f"spec text must be a single line without control characters: {value!r}")
     return SpecText(value.replace("%", "%%"))
+
+
+def token(value: str) -> str:
+    """`value` if it is a safe token, else refused (exit 2) before anything is written."""
+    if not _TOKEN_RE.fullmatch(value):
+        raise InputError(f"refusing to put {value!r} into the spec (not a safe token)")
+    return value
+
+
+def words(tokens: Iterable[str]) -> SpecText:
+    """Tokens separated by spaces (`ExclusiveArch`): each checked, only the spaces trusted."""
+    return SpecText(" ".join(token(item) for item in tokens))
 
 
 def _finalize(value: Any) -> Any:
@@ -58,15 +90,20 @@ def _finalize(value: Any) -> Any:
     if isinstance(value, (SpecText, int)):
         return value
     if isinstance(value, str):
-        if not _TOKEN_RE.fullmatch(value):
-            raise InputError(f"refusing to put {value!r} into the spec (not a safe token)")
-        return value
+        return token(value)
     raise InputError(f"refusing to put a {type(value).__name__} into the spec")
 
 
 def environment(template_dir: Path) -> jinja2.Environment:
+    """Templates are read through the checkout's input gate (no symlink out of it, size,
+    UTF-8) rather than jinja's own file loader."""
+    checkout = template_dir.parent
+
+    def load(name: str) -> str:
+        return inputs.read_text(template_dir / name, checkout)
+
     return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(template_dir),
+        loader=jinja2.FunctionLoader(load),
         undefined=jinja2.StrictUndefined,
         finalize=_finalize,
         autoescape=False,
@@ -156,6 +193,7 @@ def render(inputs: SpecInputs, template_dir: Path) -> str:
     version = upstream.version
     local = upstream.is_local
     snap = upstream.snapshot
+    tarball = shipped_tarball_name(upstream)
     context = {
         "name": manifest.name,
         "summary": text(manifest.summary),
@@ -165,23 +203,23 @@ def render(inputs: SpecInputs, template_dir: Path) -> str:
         "release": inputs.release,
         "buildid": inputs.buildid,
         "flavour": inputs.flavour,
-        "arches": " ".join(manifest.arches),
+        "arches": words(manifest.arches),
         "upstream_version": str(version),
         "upstream_origin": upstream.origin,
-        "local_tarball": upstream.tarball.name if local else "",
+        "local_tarball": tarball if local else "",
         "local_tarball_sha512": inputs.local_tarball_sha512 or "",
         "git_commit": snap.commit if snap else "",
         "git_describe": snap.describe if snap else "",
-        "source0": _location(manifest, upstream, upstream.tarball.name),
-        "topdir": upstream.topdir,
-        "source0_decompress": _DECOMPRESS.get(upstream.tarball.suffix, "cat"),
+        "source0": _location(manifest, upstream, tarball),
+        "build_dir": build_dir(upstream),
+        "source0_decompress": _decompressor(tarball),
         "upstream_patches": [
             {
                 "number": UPSTREAM_SOURCE_BASE + index,
-                "location": _location(manifest, upstream, path.name),
-                "decompress": _DECOMPRESS.get(path.suffix, "cat"),
+                "location": _location(manifest, upstream, name),
+                "decompress": _decompressor(name),
             }
-            for index, path in enumerate(upstream.patches)
+            for index, name in enumerate(shipped_names(upstream)[1:])
         ],
         "configs": [
             {"number": CONFIG_SOURCE_BASE + index, "name": name, "arch": arch}
@@ -205,6 +243,39 @@ def render(inputs: SpecInputs, template_dir: Path) -> str:
         raise InputError(f"{template_dir / TEMPLATE_NAME}: {exc.message}") from None
     except jinja2.TemplateSyntaxError as exc:
         raise InputError(f"{template_dir / TEMPLATE_NAME}:{exc.lineno}: {exc.message}") from None
+
+
+def shipped_names(upstream: Upstream) -> tuple[str, ...]:
+    """The file names the spec gives `upstream.files`, in the same order (Source0, 1, ...)."""
+    return (shipped_tarball_name(upstream), *(path.name for path in upstream.patches))
+
+
+def shipped_tarball_name(upstream: Upstream) -> str:
+    """Source0: kernel.org's own name, else `linux-<version>.tar[.xz|.bz2|.gz|.zst]` from
+    the tree's version and the tarball's content, never from what the file is called."""
+    if not upstream.is_local:
+        return upstream.version.tarball
+    return f"{build_dir(upstream)}.tar{compression_suffix(upstream.tarball)}"
+
+
+def build_dir(upstream: Upstream) -> str:
+    """The directory `%setup -c` makes; the tarball unpacks into it without its top directory,
+    so what that directory is called never matters."""
+    return upstream.build_dir
+
+
+def compression_suffix(path: Path) -> str:
+    """`.xz`, `.bz2`, `.gz`, `.zst` as the file's first bytes say, or "" for a plain tar."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(6)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read the tarball: {exc.strerror}") from None
+    return next((suffix for magic, suffix in _MAGIC if head.startswith(magic)), "")
+
+
+def _decompressor(filename: str) -> SpecText:
+    return _DECOMPRESS.get(PurePosixPath(filename).suffix, _NO_DECOMPRESSION)
 
 
 def _location(manifest: Manifest, upstream: Upstream, filename: str) -> str:

@@ -8,17 +8,42 @@ rpmbuild runs in a topdir of its own so nothing of ~/rpmbuild leaks in.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import BuildError
+from .errors import BuildError, InputError
 from .fsutil import scratch_dir
+from .patches import safe_name
 from .runner import Runner
 from .sources import link_or_copy
 
 BUILD_HOST = "kernel-xen.build"
 # Sources are already compressed tarballs: a cheap, deterministic codec is enough.
 SOURCE_PAYLOAD = "w3.zstdio"
+# rpm expands macros in every path it is handed, even the directory rpmbuild runs in (a
+# `%(...)` there runs a shell), and pastes paths into the shell scripts it writes.
+_UNSAFE_IN_RPM_PATH = re.compile(r"[%'\"\\\x00-\x1f\x7f]")
+
+
+@dataclass(frozen=True)
+class Source:
+    """A file the SRPM carries, under the name the spec declares it (SourceN, PatchN)."""
+
+    name: str
+    path: Path
+
+
+def check_rpm_path(path: Path, what: str) -> None:
+    """Refuse (exit 2) a path rpm would not take literally, before any work starts."""
+    found = _UNSAFE_IN_RPM_PATH.search(str(path))
+    if found:
+        raise InputError(
+            f"{what} {str(path)!r}: rpm expands or splits paths holding {found[0]!r} "
+            "(% starts a macro, %(...) runs a shell): choose a directory without %, quotes, "
+            "backslashes or control characters"
+        )
 
 
 def reproducible_defines() -> list[str]:
@@ -34,19 +59,23 @@ def reproducible_defines() -> list[str]:
 def build_srpm(
     spec_name: str,
     spec_text: str,
-    sources: Iterable[Path],
+    sources: Iterable[Source],
     outdir: Path,
     runner: Runner,
 ) -> Path:
-    """Run `rpmbuild -bs` in a private topdir; publish the SRPM into `outdir` atomically."""
+    """Run `rpmbuild -bs` in a private topdir; publish the SRPM into `outdir` atomically.
+
+    Each source is linked into SOURCES under its `name`, whatever its own file is called."""
+    check_rpm_path(outdir, "SRPM directory")
+    shipped = _checked_names(list(sources))
     outdir.mkdir(parents=True, exist_ok=True)
     with scratch_dir(outdir, ".srpm-") as top:
         (top / "SPECS").mkdir()
         (top / "SOURCES").mkdir()
         spec = top / "SPECS" / spec_name
         spec.write_text(spec_text)
-        for source in sources:
-            link_or_copy(source, top / "SOURCES" / source.name)
+        for source in shipped:
+            link_or_copy(source.path, top / "SOURCES" / source.name)
         result = runner.run(
             [
                 "rpmbuild",
@@ -75,6 +104,21 @@ def build_srpm(
         final = outdir / built[0].name
         os.replace(built[0], final)
     return final
+
+
+def _checked_names(sources: list[Source]) -> list[Source]:
+    """Plain, distinct file names: a name with `/` or `..` would land outside SOURCES, and
+    a second file of one name would replace the first."""
+    seen: set[str] = set()
+    for source in sources:
+        if not safe_name(source.name):
+            raise InputError(
+                f"refusing to ship {source.path} as {source.name!r} (not a plain name)"
+            )
+        if source.name in seen:
+            raise InputError(f"two sources would ship as {source.name}")
+        seen.add(source.name)
+    return sources
 
 
 def _rpm_errors(output: str) -> list[str]:

@@ -12,8 +12,8 @@ import shutil
 import time
 from pathlib import Path
 
-from ..errors import MissingToolError, NoSpaceError
-from ..fsutil import scratch_dir
+from ..errors import InputError, MissingToolError, NoSpaceError
+from ..fsutil import Reclaimed, reclaim, scratch_dir
 from ..progress import Progress
 from ..runner import LineSink, Runner
 from ..srpm import reproducible_defines
@@ -47,6 +47,10 @@ _SBIN = ("/usr/sbin", "/sbin")
 # several GB of objects, plus the packages and the SRPM.
 BUILD_SPACE_MIB = 6 * 1024
 _PHASE = re.compile(r"^Executing\(%(\w+)\)")
+# The build area becomes rpmbuild's `_topdir`: rpm expands macros in it (`%(...)` runs a
+# shell), its %setup and the spec's scripts paste it into shell commands, and kbuild refuses
+# spaces and colons in the tree's path.
+_PLAIN_PATH = re.compile(r"[A-Za-z0-9._+@/-]+")
 _MAKE_STEP = re.compile(r"^\s{2}([A-Z][A-Z0-9_]*(?: \[M\])?)\s+(\S+)")
 
 
@@ -77,6 +81,15 @@ def _meminfo_mib(text: str, field: str) -> int:
     raise ValueError(f"no {field} in meminfo")
 
 
+def check_build_area(path: Path) -> None:
+    """Refuse (exit 2) a build area rpmbuild, its scripts or kbuild would not take literally."""
+    if not _PLAIN_PATH.fullmatch(str(path)):
+        raise InputError(
+            f"build area {str(path)!r}: rpmbuild's _topdir and kbuild take it unquoted, so only "
+            "letters, digits and . _ + @ / - are allowed (choose another with --workdir)"
+        )
+
+
 class LocalBackend:
     name = "local"
 
@@ -85,6 +98,7 @@ class LocalBackend:
         self.work_root = work_root
 
     def check_host(self, arches: list[str]) -> None:
+        check_build_area(self.work_root)
         missing = [tool for tool in HOST_TOOLS if not _which(tool)]
         missing += [name for name, path in HOST_HEADERS.items() if not Path(path).exists()]
         if missing:
@@ -92,6 +106,9 @@ class LocalBackend:
                 "the local backend needs these on the host: " + ", ".join(missing)
             )
         self._check_space()
+
+    def reclaim(self) -> list[Reclaimed]:
+        return reclaim(self.work_root)
 
     def _check_space(self) -> None:
         """Refuse before any work when the build tree cannot fit (arches build one at a time)."""
