@@ -39,7 +39,7 @@ def test_allow_list_entries_keep_their_line_and_default_to_every_target(tmp_path
             "allow.yaml:1: every allow-list entry needs",
         ),
         ("kind: new\n", "allow.yaml: expected a list of entries"),
-        ("- [unclosed\n", "allow.yaml: invalid YAML"),
+        ("- [unclosed\n", "allow.yaml:2: invalid YAML"),
     ],
 )
 def test_bad_allow_lists_are_refused_with_their_line(

@@ -23,8 +23,8 @@ def _patches(tmp_path: Path, series: str | None, files: list[str]) -> Path:
     directory.mkdir()
     if series is not None:
         (directory / SERIES_NAME).write_text(series)
-    for name in files:
-        (directory / name).write_text(f"--- a/{name}\n")
+    for name in files:  # a real diff: the series loader checks what each patch touches
+        (directory / name).write_text(f"--- a/x/{name}\n+++ b/x/{name}\n@@ -1 +1 @@\n-a\n+b\n")
     return directory
 
 

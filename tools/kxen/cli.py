@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import errno
 import functools
 import json
 import os
 import signal
 import sys
 import time
+import traceback
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,8 +26,19 @@ import click
 from rich.console import Console
 from rich.progress import Progress as RichProgress
 from rich.progress import SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.text import Text
 
-from . import boottest, configcheck, configs, manifest, patchapply, patches, pipeline, snapshot
+from . import (
+    boottest,
+    configcheck,
+    configs,
+    fsutil,
+    manifest,
+    patchapply,
+    patches,
+    pipeline,
+    snapshot,
+)
 from . import koji as kojidriver
 from . import spec as spec_module
 from . import verify as verify_module
@@ -39,7 +52,12 @@ from .lint import rpmlint
 from .runner import SubprocessRunner
 
 F = TypeVar("F", bound=Callable[..., Any])
-stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+# Nothing kxen prints is rich markup or emoji shortcodes: a path with `[bold]` or `:x:`
+# in it is shown as it is.
+stderr = Console(stderr=True, highlight=False, soft_wrap=True, markup=False, emoji=False)
+MESSAGE_LIMIT = 2000
+"""Characters of one message line shown (a hostile input must not print megabytes)."""
+DETAILS_LIMIT = 200
 
 
 # --- progress --------------------------------------------------------------
@@ -54,13 +72,14 @@ class TerminalProgress:
         self.started = time.monotonic()
         self._bar = RichProgress(
             SpinnerColumn(),
-            TextColumn("[bold]{task.fields[phase]}"),
-            TextColumn("{task.description}"),
+            TextColumn("{task.fields[phase]}", style="bold", markup=False),
+            TextColumn("{task.description}", markup=False),
             TimeElapsedColumn(),
             console=console,
             transient=True,
         )
         self._task = self._bar.add_task("", phase="", total=None)
+        self.warnings: list[str] = []
         self._phase = ""
         self._phase_started = self.started
 
@@ -79,12 +98,12 @@ class TerminalProgress:
         now = time.monotonic()
         if self.live and self._phase:
             took = now - self._phase_started
-            self.console.print(f"[green]done[/] {self._phase} ({took:.1f}s)", highlight=False)
-        self._phase, self._phase_started = name, now
-        self._bar.update(self._task, phase=name, description=neutralise(detail))
+            self.console.print(Text.assemble(("done", "green"), f" {self._phase} ({took:.1f}s)"))
+        self._phase, self._phase_started = neutralise(name), now
+        self._bar.update(self._task, phase=self._phase, description=neutralise(detail))
         if not self.live:
-            line = f"[{now - self.started:7.1f}s] {name} {neutralise(detail)}".rstrip()
-            self.console.print(line, markup=False)
+            line = f"[{now - self.started:7.1f}s] {self._phase} {neutralise(detail)}".rstrip()
+            self.console.print(line)
 
     def step(self, text: str) -> None:
         self._bar.update(self._task, description=neutralise(text)[:100])
@@ -92,6 +111,10 @@ class TerminalProgress:
     def transfer(self, name: str, done: int, total: int | None) -> None:
         size = f"{done >> 20} MiB" + (f" of {total >> 20} MiB" if total else "")
         self._bar.update(self._task, description=f"{neutralise(name)}: {size}")
+
+    def warn(self, message: str) -> None:
+        self.warnings.append(message)
+        self.console.print(f"kxen: warning: {capped(neutralise(message))}")
 
 
 # --- plumbing ----------------------------------------------------------------
@@ -102,6 +125,8 @@ class Options:
     repo: Path
     cache: Path
     as_json: bool = False
+    warnings: list[str] = dataclasses.field(default_factory=list)
+    """What the command warned about (also on stderr): repeated in the --json summary."""
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
@@ -109,13 +134,23 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 
 @contextmanager
-def _project(options: Options) -> Iterator[pipeline.Project]:
+def _progress(options: Options) -> Iterator[TerminalProgress]:
+    """Progress on stderr whose warnings also reach the --json summary."""
     with TerminalProgress(stderr) as progress:
+        progress.warnings = options.warnings
+        yield progress
+
+
+@contextmanager
+def _project(options: Options) -> Iterator[pipeline.Project]:
+    with _progress(options) as progress:
         yield pipeline.Project(options.repo, options.cache, SubprocessRunner(), progress)
 
 
 def _emit(options: Options, data: dict[str, Any], human: Callable[[], None]) -> None:
     if options.as_json:
+        if options.warnings:
+            data = {**data, "warnings": options.warnings}
         click.echo(json.dumps({"ok": True, **data}, indent=2, sort_keys=True, default=str))
     else:
         human()
@@ -126,25 +161,58 @@ def _echo_lines(lines: Iterable[str]) -> Callable[[], None]:
 
     def echo() -> None:
         for line in kept:
-            click.echo(line)
+            click.echo(neutralise(line))
 
     return echo
 
 
+def capped(text: str, limit: int = MESSAGE_LIMIT) -> str:
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text) - limit} more characters)"
+
+
 def _fail(options: Options, error: KxenError, extra: dict[str, Any] | None = None) -> None:
+    message = capped(error.message)
+    details = [capped(line) for line in error.details[:DETAILS_LIMIT]]
+    if len(error.details) > DETAILS_LIMIT:
+        details.append(f"... ({len(error.details) - DETAILS_LIMIT} more lines)")
     if options.as_json:
         payload = {
             "ok": False,
             "exit_code": int(error.exit_code),
-            "error": error.message,
-            "details": error.details,
+            "error": message,
+            "details": details,
+            **({"warnings": options.warnings} if options.warnings else {}),
             **(extra or {}),
         }
         click.echo(json.dumps(payload, indent=2, sort_keys=True, default=str))
-    stderr.print(f"kxen: error: {neutralise(error.message)}", markup=False)
-    for line in error.details:
-        stderr.print(f"  {neutralise(line)}", markup=False)
+    stderr.print(f"kxen: error: {neutralise(message)}")
+    for line in details:
+        stderr.print(f"  {neutralise(line)}")
     sys.exit(int(error.exit_code))
+
+
+def _os_failure(exc: OSError) -> KxenError:
+    """An OSError no library code turned into a KxenError: still one line and an exit
+    code (10 disk full, 8 not writable), never a traceback."""
+    where = Path(os.fsdecode(exc.filename)) if exc.filename else Path("?")
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS):
+        return fsutil.write_error(where, exc, "failed")
+    return KxenError(f"{where}: {exc.strerror or exc}")
+
+
+def _unexpected(options: Options, exc: Exception) -> KxenError:
+    """A bug in kxen: one line for the user, the traceback kept in a file for the report."""
+    text = "".join(traceback.format_exception(exc))
+    try:
+        path = options.cache / "crash" / f"kxen-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}.log"
+        fsutil.atomic_write_text(path, text)
+        where = f"traceback in {path}"
+    except KxenError:
+        where = "traceback: " + text.strip().splitlines()[-1]
+    message = f"unexpected failure inside kxen: {type(exc).__name__}: {exc}"
+    return KxenError(message, details=[where])
 
 
 def command(group: click.Group, name: str | None = None) -> Callable[[F], click.Command]:
@@ -155,6 +223,7 @@ def command(group: click.Group, name: str | None = None) -> Callable[[F], click.
         def wrapper(options: Options, as_json: bool, **kwargs: Any) -> None:
             options.as_json = as_json
             signal.signal(signal.SIGTERM, _on_sigterm)
+            signal.signal(signal.SIGHUP, _on_sigterm)
             try:
                 func(options, **kwargs)
             except KeyboardInterrupt:
@@ -164,6 +233,10 @@ def command(group: click.Group, name: str | None = None) -> Callable[[F], click.
                 extra = {"report": dataclasses.asdict(report)} if report else None
                 extra = getattr(error, "payload", None) or extra
                 _fail(options, error, extra)
+            except OSError as exc:
+                _fail(options, _os_failure(exc))
+            except Exception as exc:
+                _fail(options, _unexpected(options, exc))
 
         with_json = click.option(
             "--json", "as_json", is_flag=True, help="Print a JSON summary on stdout."
@@ -669,7 +742,7 @@ def boot_test(
         pieces=PieceChoice(xen, dom0_kernel, toolstack, busybox),
         attempts=attempts,
     )
-    with TerminalProgress(stderr) as progress:
+    with _progress(options) as progress:
         result = boottest.boot_test(request, cache, SubprocessRunner(), progress)
     if not result.passed:
         raise boottest.BootFailed(result)
@@ -1307,7 +1380,7 @@ def koji_group() -> None:
 @click.argument("task_id", type=int)
 def koji_watch(options: Options, hub: HubChoice, cancel_on_interrupt: bool, task_id: int) -> None:
     """Watch a koji task tree until it is done (exit 5 if it failed)."""
-    with TerminalProgress(stderr) as progress:
+    with _progress(options) as progress:
         driver = _koji_driver(hub, progress)
         tree = _watch_task(options, driver, task_id, cancel_on_interrupt)
     _emit(
@@ -1326,14 +1399,29 @@ def koji_download(
 ) -> None:
     """Download every RPM and log of a finished koji build task into results/<nvr>/<arch>/."""
     root = (results_root or options.repo / "results").resolve()
-    with TerminalProgress(stderr) as progress:
+    with _progress(options) as progress:
         driver = _koji_driver(hub, progress)
         done = driver.download(task_id, root)
     _downloaded(options, done)
 
 
 def main() -> None:
-    main_group(prog_name="kxen")
+    try:
+        main_group.main(prog_name="kxen", standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.UsageError as exc:
+        # Bad command lines are input errors like any other: exit 2, one line, and JSON
+        # for CI when it asked for JSON.
+        where = f"kxen {exc.ctx.command_path.removeprefix('kxen').strip()}" if exc.ctx else "kxen"
+        options = Options(Path.cwd(), Path.cwd(), as_json="--json" in sys.argv[1:])
+        _fail(options, InputError(f"{where.strip()}: {exc.format_message()} (see --help)"))
+    except click.exceptions.Abort:
+        _fail(Options(Path.cwd(), Path.cwd()), Interrupted(signal.SIGINT))
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 import yaml
 
-from . import configs, kconfig, toolchain
+from . import configs, inputs, kconfig, toolchain
 from .configs import Target, Value, show
 from .errors import InputError
 
@@ -114,13 +114,9 @@ class CheckReport:
 def load_allow_list(configs_dir: Path) -> list[AllowEntry]:
     """`configs/allow.yaml`: a list of {kind, symbol, arch, flavour, reason}; reason required."""
     path = configs_dir / ALLOW_FILE
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         return []
-    try:
-        node = yaml.compose(path.read_text(encoding="utf-8"))
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise InputError(f"{path}: invalid YAML: {exc}") from None
+    data, node = inputs.load_yaml(inputs.read_text(path, configs_dir.parent), str(path))
     if data is None:
         return []
     if not isinstance(data, list) or not isinstance(node, yaml.SequenceNode):

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import configs
+from . import configs, inputs
 from .configs import Target, Value, format_setting
 from .errors import InputError
 from .fsutil import atomic_write_text
@@ -77,16 +77,19 @@ def write_setting(configs_dir: Path, layer: str, symbol: str, value: Value) -> E
     if layer.startswith(configs.UPSTREAM_LAYER_PREFIX):
         raise InputError(f"layer {layer} is an upstream file: kxen never edits the tree")
     new_line = format_setting(symbol, value)
+    checkout = configs_dir.parent
     for path in configs.layer_files(configs_dir, None, layer):
-        for setting in configs.parse_fragment(path):
+        text = inputs.read_text(path, checkout, inputs.FRAGMENT_FILE)
+        for setting in configs.parse_fragment(path, text):
             if setting.symbol == symbol:
-                lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+                lines = text.splitlines(keepends=True)
                 before = lines[setting.line - 1].rstrip("\n")
                 lines[setting.line - 1] = new_line + "\n"
                 atomic_write_text(path, "".join(lines))
                 return Edit(path, setting.line, before, new_line)
     path = configs_dir / layer / EDIT_FILE
-    text = path.read_text(encoding="utf-8") if path.exists() else _EDIT_HEADER
+    exists = path.exists() or path.is_symlink()
+    text = inputs.read_text(path, checkout, inputs.FRAGMENT_FILE) if exists else _EDIT_HEADER
     lines = text.splitlines(keepends=True)
     index = _sorted_position(path, text, symbol)
     lines.insert(index, new_line + "\n")

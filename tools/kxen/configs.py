@@ -16,14 +16,13 @@ import concurrent.futures
 import hashlib
 import os
 import re
+import shutil
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from . import toolchain
+from . import inputs, integrity, toolchain
 from .errors import ConfigError, InputError
 from .fsutil import atomic_write_text, exclusive_lock, scratch_dir
 from .runner import Runner
@@ -38,6 +37,8 @@ _SET_RE = re.compile(
     r'^CONFIG_([A-Za-z0-9_]+)=(y|m|n|-?[0-9]+|0[xX][0-9a-fA-F]+|"(?:[^"\\]|\\.)*")$'
 )
 _UNSET_RE = re.compile(r"^# CONFIG_([A-Za-z0-9_]+) is not set$")
+_UNSET_START = "# CONFIG_"
+"""A comment starting so must be exactly an unset line: `# CONFIG_X is not set # x` is not."""
 
 Value = str | None
 """A symbol's value as .config spells it (`y`, `m`, `64`, `"text"`); None is "not set"."""
@@ -118,13 +119,15 @@ def format_setting(symbol: str, value: Value) -> str:
 # --- reading fragments -----------------------------------------------------
 
 
-def parse_fragment(path: Path, text: str | None = None) -> list[Setting]:
-    """Settings of one fragment or .config; `CONFIG_X=n` reads as "not set"."""
+def parse_fragment(
+    path: Path, text: str | None = None, *, root: Path | None = None
+) -> list[Setting]:
+    """Settings of one fragment or .config; `CONFIG_X=n` reads as "not set".
+
+    Without `text` the file is read through the input gate, inside `root` (the checkout,
+    or the tree for an upstream layer; default: the file's directory)."""
     if text is None:
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise InputError(f"{path}: cannot read: {exc.strerror}") from None
+        text = inputs.read_text(path, root or path.parent, inputs.FRAGMENT_FILE)
     settings = []
     for number, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
@@ -135,12 +138,12 @@ def parse_fragment(path: Path, text: str | None = None) -> list[Setting]:
             settings.append(Setting(match[1], value, path, number))
         elif match := _UNSET_RE.match(line):
             settings.append(Setting(match[1], None, path, number))
-        elif line.startswith("#"):
+        elif line.startswith("#") and not line.startswith(_UNSET_START):
             continue
         else:
             raise InputError(
-                f"{path}:{number}: malformed line {line!r} (expected CONFIG_X=value "
-                "or '# CONFIG_X is not set')"
+                f"{path}:{number}: malformed line {inputs.excerpt(line)} (expected "
+                "CONFIG_X=value or '# CONFIG_X is not set')"
             )
     return settings
 
@@ -151,12 +154,9 @@ def parse_config_values(text: str) -> dict[str, Value]:
 
 def load_layers(configs_dir: Path) -> dict[str, FlavourLayers]:
     path = configs_dir / LAYERS_FILE
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"{path}: missing (it declares the layer order)") from None
-    except yaml.YAMLError as exc:
-        raise InputError(f"{path}: invalid YAML: {exc}") from None
+    if not path.exists() and not path.is_symlink():
+        raise InputError(f"{path}: missing (it declares the layer order)")
+    data, _ = inputs.load_yaml(inputs.read_text(path, configs_dir.parent), str(path))
     if (
         not isinstance(data, dict)
         or set(data) != {"flavours"}
@@ -197,12 +197,16 @@ def layer_files(configs_dir: Path, tree: Path | None, layer: str) -> list[Path]:
         if ".." in Path(relative).parts or relative.startswith("/"):
             raise InputError(f"layer {layer}: must be a path inside the tree")
         path = tree / relative
+        inputs.contained(path, tree)
         if not path.is_file():
             raise InputError(f"layer {layer}: {relative} does not exist in this tree")
         return [path]
     if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", layer) or ".." in layer:
-        raise InputError(f"{configs_dir / LAYERS_FILE}: layer {layer!r} is not a directory name")
+        raise InputError(
+            f"{configs_dir / LAYERS_FILE}: layer {inputs.excerpt(layer)} is not a directory name"
+        )
     directory = configs_dir / layer
+    inputs.contained(directory, configs_dir.parent)
     if not directory.is_dir():
         raise InputError(
             f"{configs_dir / LAYERS_FILE}: layer {layer!r} has no directory {directory}"
@@ -225,8 +229,9 @@ def merge(
     merged = Merged(target, spec.resolve)
     for layer in names:
         in_layer: dict[str, Setting] = {}
+        root = tree if layer.startswith(UPSTREAM_LAYER_PREFIX) and tree else configs_dir.parent
         for path in layer_files(configs_dir, tree, layer):
-            for setting in parse_fragment(path):
+            for setting in parse_fragment(path, root=root):
                 if first := in_layer.get(setting.symbol):
                     raise InputError(
                         f"{setting.where}: CONFIG_{setting.symbol} is already set in this "
@@ -253,27 +258,36 @@ class Resolved:
 
 
 def resolve(
-    merged: Merged, tree: Path, work_root: Path, runner: Runner, toolchain_key: str = ""
+    merged: Merged,
+    tree: Path,
+    work_root: Path,
+    runner: Runner,
+    toolchain_key: str = "",
+    quarantine: integrity.Quarantine | None = None,
 ) -> Resolved:
     """Run kconfig on the merged fragments in a per-arch O= dir (kconfig built once).
 
     With a `toolchain_key` (see `toolchain.fingerprint`) the result is cached by
     everything kconfig reads: the tree (`work_root` is per tree), arch, mode,
-    fragments and toolchain; an unchanged checkout then resolves in milliseconds."""
+    fragments and toolchain; an unchanged checkout then resolves in milliseconds.
+    A cached result and the O= dir are checked against the digests recorded when they
+    were made; one that fails is set aside (default: in `work_root/corrupt`) and made
+    again, so a changed byte never reaches a shipped config."""
     arch = KERNEL_ARCH[merged.target.arch]
     fragment = merged.fragment_text()
+    quarantine = quarantine or integrity.Quarantine(work_root / integrity.CORRUPT_DIR)
     cached = None
     if toolchain_key:
         key = hashlib.sha256(
             "\0".join((arch, merged.resolve, toolchain_key, fragment)).encode()
         ).hexdigest()
         cached = work_root / "resolved" / f"{key}.config"
-    if cached is not None and cached.is_file():
-        text = cached.read_text()
-    else:
-        text = _run_kconfig(merged, fragment, tree, work_root / f"kconfig-{arch}", runner)
+    text = _cached_config(cached, quarantine) if cached is not None else None
+    if text is None:
+        objdir = work_root / f"kconfig-{arch}"
+        text = _run_kconfig(merged, fragment, tree, objdir, runner, quarantine)
         if cached is not None:
-            atomic_write_text(cached, text)
+            integrity.write_sealed(cached, text.encode())
     values = parse_config_values(text)
     # A fragment may record what its author's toolchain probed (a full distro config does);
     # this host's tools decide those values, so they are not requests that can be lost.
@@ -285,29 +299,67 @@ def resolve(
     return Resolved(merged.target, text, values, mismatches, merged)
 
 
-def _run_kconfig(merged: Merged, fragment: str, tree: Path, objdir: Path, runner: Runner) -> str:
+def _cached_config(path: Path, quarantine: integrity.Quarantine) -> str | None:
+    try:
+        data = integrity.read_sealed(path)
+    except integrity.Corrupt as corrupt:
+        parts = integrity.sealed_parts(path)
+        quarantine.set_aside(parts, corrupt, "resolved config", "resolving it again")
+        return None
+    return None if data is None else data.decode()
+
+
+_KCONFIG_OUTPUTS = (".config", ".config.old")
+"""What every kconfig run rewrites in the O= dir: outside its manifest."""
+
+
+def _run_kconfig(
+    merged: Merged,
+    fragment: str,
+    tree: Path,
+    objdir: Path,
+    runner: Runner,
+    quarantine: integrity.Quarantine,
+) -> str:
     arch = KERNEL_ARCH[merged.target.arch]
     lock = objdir.with_name(f"{objdir.name}.lock")
     with exclusive_lock(lock, f"kconfig directory {objdir}", wait=True):
+        _check_objdir(objdir, quarantine)
         objdir.mkdir(parents=True, exist_ok=True)
         config = objdir / ".config"
         config.unlink(missing_ok=True)
-        with scratch_dir(objdir.parent, ".merge-") as scratch:
-            fragment_file = scratch / "merged.config"
-            fragment_file.write_text(fragment)
-            make: list[str | Path] = ["make", "-s", "-C", tree, f"O={objdir}", f"ARCH={arch}"]
-            if merged.resolve == "allnoconfig":
-                command = [*make, f"KCONFIG_ALLCONFIG={fragment_file}", "allnoconfig"]
-            else:
-                config.write_text(fragment)
-                command = [*make, "olddefconfig"]
-            result = runner.run(command, check=False)
+        try:
+            with scratch_dir(objdir.parent, ".merge-") as scratch:
+                fragment_file = scratch / "merged.config"
+                fragment_file.write_text(fragment)
+                make: list[str | Path] = ["make", "-s", "-C", tree, f"O={objdir}", f"ARCH={arch}"]
+                if merged.resolve == "allnoconfig":
+                    command = [*make, f"KCONFIG_ALLCONFIG={fragment_file}", "allnoconfig"]
+                else:
+                    config.write_text(fragment)
+                    command = [*make, "olddefconfig"]
+                result = runner.run(command, check=False)
+        except BaseException:
+            shutil.rmtree(objdir, ignore_errors=True)  # half-built by us: nothing to keep
+            raise
+        # What make built from the verified tree: the record the next run checks against.
+        integrity.record(objdir, objdir / integrity.MANIFEST_NAME, ignore=_KCONFIG_OUTPUTS)
         if not result.ok:
             raise ConfigError(
                 f"{merged.target.arch}/{merged.target.flavour}: kconfig failed",
                 details=result.output.strip().splitlines()[-10:],
             )
         return config.read_text()
+
+
+def _check_objdir(objdir: Path, quarantine: integrity.Quarantine) -> None:
+    """The O= dir holds the compiled `conf` that decides every value: verify it whole."""
+    if not objdir.exists() and not objdir.is_symlink():
+        return
+    try:
+        integrity.verify(objdir, objdir / integrity.MANIFEST_NAME, ignore=_KCONFIG_OUTPUTS)
+    except integrity.Corrupt as corrupt:
+        quarantine.set_aside(objdir, corrupt, "kconfig build directory", "building it again")
 
 
 def generate(
@@ -317,6 +369,7 @@ def generate(
     work_root: Path,
     runner: Runner,
     toolchain_key: str = "",
+    quarantine: integrity.Quarantine | None = None,
 ) -> list[Resolved]:
     """Resolve every target; refuse if any requested value did not survive.
 
@@ -325,11 +378,13 @@ def generate(
     turns instead of racing on the kconfig tools kbuild compiles there."""
     flavours = load_layers(configs_dir)
     merged = [merge(configs_dir, t, tree, flavours) for t in targets]
+
+    def one(target: Merged) -> Resolved:
+        return resolve(target, tree, work_root, runner, toolchain_key, quarantine)
+
     with concurrent.futures.ThreadPoolExecutor(max(1, min(len(merged), CPUS))) as pool:
         try:
-            results = list(
-                pool.map(lambda m: resolve(m, tree, work_root, runner, toolchain_key), merged)
-            )
+            results = list(pool.map(one, merged))
         except BaseException:
             runner.stop_all()  # Ctrl-C reaches this thread only: stop the other makes too
             raise

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import inputs
 from .errors import KxenError
 from .runner import Runner
 
@@ -33,7 +34,7 @@ def rpmlint(
     if ignore_unused:
         argv.append("--ignore-unused-rpmlintrc")
     if rpmlintrc.is_file():
-        argv += ["-r", rpmlintrc]
+        argv += ["-r", inputs.contained(rpmlintrc, rpmlintrc.parent)]
     result = runner.run([*argv, *paths], check=False)
     summary = _SUMMARY.search(result.output)
     if summary is None:

@@ -18,6 +18,7 @@ from typing import Any
 import jsonschema
 import yaml
 
+from . import inputs
 from .errors import InputError
 from .versions import UpstreamVersion
 
@@ -71,31 +72,6 @@ class Manifest:
         return next((rule for rule in self.signatures if rule.file == filename), None)
 
 
-class _Loader(yaml.SafeLoader):
-    """SafeLoader that keeps dates as strings (the schema checks their form) and refuses
-    duplicate keys, which plain YAML silently resolves to the last value."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: dict[Any, int] = {}
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None,
-                    None,
-                    f"duplicate key {key!r} (first on line {seen[key]})",
-                    key_node.start_mark,
-                )
-            seen[key] = key_node.start_mark.line + 1
-        return super().construct_mapping(node, deep=deep)
-
-
-_Loader.yaml_implicit_resolvers = {
-    key: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
-    for key, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-
-
 @cache
 def _schema() -> dict[str, Any]:
     text = resources.files("kxen").joinpath("schemas/manifest.schema.json").read_text()
@@ -104,24 +80,13 @@ def _schema() -> dict[str, Any]:
 
 
 def load(path: Path) -> Manifest:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(f"{path}: no manifest here (expected {MANIFEST_NAME})") from None
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{path}: not UTF-8 text ({exc.reason})") from None
-    return parse(text, path)
+    if not path.exists() and not path.is_symlink():
+        raise InputError(f"{path}: no manifest here (expected {MANIFEST_NAME})")
+    return parse(inputs.read_text(path, path.parent), path)
 
 
 def parse(text: str, path: Path) -> Manifest:
-    try:
-        node = yaml.compose(text, Loader=_Loader)
-        data = yaml.load(text, Loader=_Loader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise InputError(f"{where}: invalid YAML: {problem}") from None
+    data, node = inputs.load_yaml(text, str(path))
     if not isinstance(data, dict):
         raise InputError(f"{path}: the manifest must be a mapping of fields")
     _validate(data, node, path)

@@ -9,20 +9,37 @@ git diff headers, so `kxen patches list` and the hard-link breaking before
 from __future__ import annotations
 
 import bz2
-import gzip
 import lzma
 import re
-from collections.abc import Collection
+import zlib
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
+from . import inputs
 from .errors import InputError
 from .fsutil import atomic_write_bytes, atomic_write_text
 
 SERIES_NAME = "series"
 _NAME_RE = re.compile(r"^[A-Za-z0-9_+][A-Za-z0-9._+-]*$")
 _STRIP_RE = re.compile(r"^-p([0-9])$")
-_DECOMPRESS = {".gz": gzip.decompress, ".bz2": bz2.decompress, ".xz": lzma.decompress}
+class _Decompressor(Protocol):
+    """What zlib's, bz2's and lzma's incremental decompressors have in common."""
+
+    @property
+    def eof(self) -> bool: ...
+
+    def decompress(self, data: bytes, max_length: int = ..., /) -> bytes: ...
+
+
+_DECOMPRESSORS: dict[str, Callable[[], _Decompressor]] = {
+    ".gz": lambda: zlib.decompressobj(wbits=31),
+    ".bz2": bz2.BZ2Decompressor,
+    ".xz": lzma.LZMADecompressor,
+}
+UNPACKED_PATCH_LIMIT = 4 * inputs.PATCH_FILE
+"""A compressed patch may not unpack to more (a compression bomb stops here)."""
 
 
 @dataclass(frozen=True)
@@ -42,34 +59,57 @@ def safe_name(name: str) -> bool:
 
 
 def load_series(patches_dir: Path, *, unlisted_ok: Collection[str] = ()) -> list[Patch]:
-    """Read the series; every file in patches/ must be listed and every line must exist.
+    """Read the series; every file in patches/ must be listed and every line must exist,
+    inside the checkout, and be a diff whose files stay inside the tree: the checks
+    `kxen patches add` makes, for every command that reads the series (spec, SRPM).
 
     `unlisted_ok` names files that may be present but unlisted (the one being added)."""
+    patches = _read_series(patches_dir, unlisted_ok)
+    for patch in patches:
+        check_diff(patch.path, patch.strip, inputs.shown(patch.path, patches_dir.parent))
+    return patches
+
+
+def check_diff(path: Path, strip: int, name: str) -> list[FileChange]:
+    """What a patch changes; refused unless it is a diff with hunks whose file names stay
+    inside the tree (no absolute names, no `..`)."""
+    changes = file_changes(path, strip)
+    if all(change.empty for change in changes):
+        raise InputError(f"{name}: no hunks (not a unified or git diff)")
+    return changes
+
+
+def _read_series(patches_dir: Path, unlisted_ok: Collection[str]) -> list[Patch]:
     series = patches_dir / SERIES_NAME
-    if not series.exists():
+    checkout = patches_dir.parent
+    if not series.exists() and not series.is_symlink():
         strays = sorted(p.name for p in patches_dir.glob("*")) if patches_dir.is_dir() else []
         if strays:
             raise InputError(f"{series}: missing, but {patches_dir} holds {', '.join(strays)}")
         return []
     patches: list[Patch] = []
     seen: dict[str, int] = {}
-    for number, raw in enumerate(series.read_text(encoding="utf-8").splitlines(), 1):
+    text = inputs.read_text(series, checkout)
+    for number, raw in enumerate(text.splitlines(), 1):
         line = raw.split("#", 1)[0].strip()
         if not line:
             continue
         where = f"{series}:{number}"
         name, *options = line.split()
         if not safe_name(name):
-            raise InputError(f"{where}: unsafe patch name {name!r}")
+            raise InputError(f"{where}: unsafe patch name {inputs.excerpt(name)}")
         strip = 1
         for option in options:
             match = _STRIP_RE.match(option)
             if not match:
-                raise InputError(f"{where}: unknown option {option!r} (only -pN is supported)")
+                raise InputError(
+                    f"{where}: unknown option {inputs.excerpt(option)} (only -pN is supported)"
+                )
             strip = int(match[1])
         if name in seen:
             raise InputError(f"{where}: {name} is already listed on line {seen[name]}")
         path = patches_dir / name
+        inputs.contained(path, checkout)
         if not path.is_file():
             raise InputError(f"{where}: {name} is listed but {path} does not exist")
         seen[name] = number
@@ -121,15 +161,29 @@ class FileChange:
 
 
 def patch_bytes(path: Path) -> bytes:
-    """The patch as `patch` reads it: decompressed like rpm's %patch does (.gz, .bz2, .xz)."""
-    data = path.read_bytes()
-    decompress = _DECOMPRESS.get(path.suffix)
-    if decompress is None:
+    """The patch as `patch` reads it: decompressed like rpm's %patch does (.gz, .bz2, .xz),
+    within size limits."""
+    data = _unpacked(path, inputs.read_bytes(path, path.parent, inputs.PATCH_FILE))
+    if b"\0" in data:
+        line = data[: data.index(b"\0")].count(b"\n") + 1
+        raise InputError(f"{path}:{line}: holds a NUL byte (a patch is text)")
+    return data
+
+
+def _unpacked(path: Path, data: bytes) -> bytes:
+    make = _DECOMPRESSORS.get(path.suffix)
+    if make is None:
         return data
+    decompressor = make()
     try:
-        return decompress(data)
-    except (OSError, EOFError, ValueError, lzma.LZMAError) as exc:
+        unpacked = decompressor.decompress(data, UNPACKED_PATCH_LIMIT + 1)
+    except (OSError, EOFError, ValueError, lzma.LZMAError, zlib.error) as exc:
         raise InputError(f"{path}: not a valid {path.suffix} file ({exc})") from None
+    if len(unpacked) > UNPACKED_PATCH_LIMIT:
+        raise InputError(f"{path}: unpacks to more than {UNPACKED_PATCH_LIMIT} bytes")
+    if not decompressor.eof:
+        raise InputError(f"{path}: not a valid {path.suffix} file (truncated)")
+    return unpacked
 
 
 def file_changes(path: Path, strip: int) -> list[FileChange]:
@@ -338,9 +392,7 @@ def add_patch(patches_dir: Path, source: Path, after: str | None, strip: int = 1
     series_path = patches_dir / SERIES_NAME
     if any(patch.name == name for patch in series):
         raise InputError(f"{source}: {name} is already in {series_path}")
-    changes = file_changes(source, strip)
-    if all(change.empty for change in changes):
-        raise InputError(f"{source}: no hunks (not a unified or git diff)")
+    changes = check_diff(source, strip, str(source))
     anchor = _anchor_line(series, after, series_path)
     old_text = series_path.read_text(encoding="utf-8") if series_path.exists() else ""
     new_text = insert_entry(old_text, series_entry(name, strip), anchor)

@@ -13,6 +13,7 @@ import os
 import shutil
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,9 @@ from . import (
     configcheck,
     configedit,
     configs,
+    fsutil,
+    inputs,
+    integrity,
     kconfig,
     manifest,
     patchapply,
@@ -40,6 +44,9 @@ from .fsutil import atomic_write_text, scratch_dir
 from .progress import Progress
 from .runner import Runner
 from .versions import UpstreamVersion
+
+CACHE_SCRATCH_DEPTH = 3
+"""How deep scratch directories sit in the cache (`kconfig/<tree>/.merge-...`)."""
 
 
 def default_cache_dir() -> Path:
@@ -62,10 +69,22 @@ class Project:
 
     def __post_init__(self) -> None:
         self.manifest = manifest.load(self.root / manifest.MANIFEST_NAME)
+        self.reclaim(self.cache, depth=CACHE_SCRATCH_DEPTH)
+
+    def reclaim(self, directory: Path, depth: int = 1) -> None:
+        """Remove what killed kxen runs left in `directory` (their scratch directories),
+        and say so."""
+        for found in fsutil.reclaim(directory, depth=depth):
+            self.progress.warn(found.describe())
+
+    @property
+    def quarantine(self) -> integrity.Quarantine:
+        """Where corrupt cache entries are kept as evidence, warning through `progress`."""
+        return integrity.Quarantine.in_cache(self.cache, self.progress)
 
     @property
     def lookaside(self) -> sources.Lookaside:
-        return sources.Lookaside(self.cache / "lookaside")
+        return sources.Lookaside(self.cache / "lookaside", self.quarantine)
 
     @property
     def configs_dir(self) -> Path:
@@ -134,7 +153,7 @@ def bump_version(
     bump.check_direction(current, new, number, force)
     who = author or os.environ.get("RPM_PACKAGER") or current.changelog[0].author
     change = message or bump.default_change(new, current.upstream)
-    text = current.path.read_text(encoding="utf-8")
+    text = inputs.read_text(current.path, current.root)
     plan = bump.plan(current, text, new, number, change, who, today)
     edited = manifest.parse(plan.manifest_text, current.path)
     sources_path = project.root / sources.SOURCES_NAME
@@ -199,7 +218,7 @@ def resolve_upstream(project: Project, local_tarball: UpstreamChoice) -> upstrea
     if isinstance(local_tarball, GitSnapshot):
         project.progress.phase("snapshot", f"git archive {local_tarball.ref}")
         return upstream.from_git(
-            local_tarball.repo, local_tarball.ref, project.cache, project.runner
+            local_tarball.repo, local_tarball.ref, project.cache, project.runner, project.quarantine
         )
     if local_tarball is not None:
         return upstream.from_tarball(local_tarball, project.cache)
@@ -223,11 +242,14 @@ class Prepared:
         return self.spec_inputs.nvr
 
     @property
-    def sources(self) -> list[Path]:
+    def sources(self) -> list[srpm.Source]:
+        """Every file the spec declares, under the name it declares it: a local tarball
+        ships under kxen's canonical name, not the one it had on disk."""
+        upstream_files = zip(spec.shipped_names(self.upstream), self.upstream.files, strict=True)
         return [
-            *self.upstream.files,
-            *self.config_files,
-            *(patch.path for patch in self.spec_inputs.patches),
+            *(srpm.Source(name, path) for name, path in upstream_files),
+            *(srpm.Source(path.name, path) for path in self.config_files),
+            *(srpm.Source(patch.name, patch.path) for patch in self.spec_inputs.patches),
         ]
 
 
@@ -249,13 +271,20 @@ def spec_inputs(
 def generate_configs(
     project: Project, up: upstream.Upstream, targets: list[configs.Target], outdir: Path
 ) -> list[Path]:
+    check_space(project, up, {outdir: 1 + len(targets)})
     project.progress.phase("tree", f"Linux {up.version}")
-    tree = upstream.prepared_tree(up, project.cache, project.runner)
+    tree = _prepared_tree(project, up, integrity.CONFIG_INPUTS)
     project.progress.phase("configs", ", ".join(f"{t.arch}/{t.flavour}" for t in targets))
     work = project.cache / "kconfig" / up.identity
     try:
         resolved = configs.generate(
-            project.configs_dir, targets, tree, work, project.runner, toolchain.fingerprint()
+            project.configs_dir,
+            targets,
+            tree,
+            work,
+            project.runner,
+            toolchain.fingerprint(),
+            project.quarantine,
         )
     except ConfigError as lost:
         raise _explain_lost_values(project, up, targets, lost) from None
@@ -283,7 +312,7 @@ def _kconfig_models(
     project: Project, up: upstream.Upstream, targets: list[configs.Target]
 ) -> tuple[Path, dict[str, kconfig.KconfigModel]]:
     project.progress.phase("tree", f"Linux {up.version}")
-    tree = upstream.prepared_tree(up, project.cache, project.runner)
+    tree = _prepared_tree(project, up, integrity.CONFIG_INPUTS)
     models = {}
     for arch in sorted({target.arch for target in targets}):
         project.progress.phase("kconfig", f"reading Kconfig for {arch}")
@@ -299,7 +328,7 @@ def check_configs(
     Each arch's model is loaded and checked in a process of its own (Kconfig parsing
     is CPU-bound Python), as many at once as there are CPUs."""
     project.progress.phase("tree", f"Linux {up.version}")
-    tree = upstream.prepared_tree(up, project.cache, project.runner)
+    tree = _prepared_tree(project, up, integrity.CONFIG_INPUTS)
     by_arch: dict[str, list[configs.Target]] = {}
     for target in targets:
         by_arch.setdefault(target.arch, []).append(target)
@@ -339,7 +368,16 @@ def _check_arch(job: _ArchCheck) -> list[configcheck.Finding]:
 
 
 def _probe_dir(project: Project, up: upstream.Upstream) -> Path:
-    return project.cache / "kconfig" / up.identity
+    directory = project.cache / "kconfig" / up.identity
+    kconfig.ProbeCache.check_directory(directory, project.quarantine)  # before any fork
+    return directory
+
+
+def _prepared_tree(project: Project, up: upstream.Upstream, scope: integrity.Scope) -> Path:
+    """The cached tree, verified in `scope`: what the caller reads of it."""
+    return upstream.prepared_tree(
+        up, project.cache, project.runner, scope=scope, quarantine=project.quarantine
+    )
 
 
 def explain_symbol(
@@ -452,15 +490,46 @@ def prepare(
     local_tarball: UpstreamChoice,
     workdir: Path,
     buildid: str | None = None,
+    outputs: Mapping[Path, int] | None = None,
 ) -> Prepared:
-    """Everything the SRPM is made of, with configs generated into `workdir`."""
+    """Everything the SRPM is made of, with configs generated into `workdir`.
+
+    Before any work, the free space of every directory the command writes is checked:
+    `workdir` (where the SRPM is built), the cache and `outputs` (MiB each)."""
+    # The SRPM is built beside `workdir` (under -o or the results root): refused before any work.
+    srpm.check_rpm_path(workdir, "work directory")
     up = resolve_upstream(project, local_tarball)
-    inputs = spec_inputs(project, up, flavour, buildid)
+    check_space(project, up, {workdir: srpm_mib(up), **(outputs or {})})
+    made = spec_inputs(project, up, flavour, buildid)
     project.progress.phase("spec")
-    spec_text = spec.render(inputs, project.root / "specs")
+    spec_text = spec.render(made, project.root / "specs")
     targets = [configs.Target(arch, flavour) for arch in project.manifest.arches]
     config_files = generate_configs(project, up, targets, workdir)
-    return Prepared(up, inputs, spec_text, tuple(config_files))
+    return Prepared(up, made, spec_text, tuple(config_files))
+
+
+CACHE_WORK_MIB = 64
+"""Cache space any command may use: configs, kconfig build directories, probes."""
+TREE_UNPACK_RATIO = 12
+"""An unpacked kernel tree takes about this many times its xz tarball (6.1: 1.4 GB/140 MB)."""
+RPMS_PER_ARCH_MIB = 256
+"""A default kernel-xen and its devel package of one arch, with room to spare (27 MB in 6.1)."""
+
+
+def srpm_mib(up: upstream.Upstream) -> int:
+    """The SRPM's size, about: its sources (configs and patches are small)."""
+    return (sum(path.stat().st_size for path in up.files) >> 20) + 16
+
+
+def check_space(project: Project, up: upstream.Upstream, outputs: Mapping[Path, int]) -> None:
+    """Refuse (exit 10) before any work if a directory the command writes lacks room:
+    `outputs`, and the cache (the unpacked tree too, if it is not cached yet)."""
+    needs = dict(outputs)
+    cache = CACHE_WORK_MIB
+    if not upstream.tree_is_cached(up, project.cache):
+        cache += (up.tarball.stat().st_size >> 20) * TREE_UNPACK_RATIO
+    needs[project.cache] = needs.get(project.cache, 0) + cache
+    fsutil.preflight(needs)
 
 
 def build_srpm(project: Project, prepared: Prepared, outdir: Path) -> Path:
@@ -516,7 +585,7 @@ def _apply_to_copy(
 ) -> patchapply.SeriesReport:
     series = patches.load_series(project.root / "patches")
     project.progress.phase("tree", f"Linux {up.version}")
-    pristine = upstream.prepared_tree(up, project.cache, project.runner)
+    pristine = _prepared_tree(project, up, integrity.WHOLE)
     project.progress.phase("copy", f"cp -al {pristine.name}")
     # Beside the cached trees: hard links need the same file system.
     with patchapply.hardlinked_copy(pristine, pristine.parent.parent, project.runner) as tree:
@@ -558,10 +627,13 @@ def build(
     started = time.monotonic()
     project.check_flavour(flavour)
     project.check_arches(arches)
+    fsutil.make_dirs(results_root)
+    for found in [*results.reclaim_results(results_root), *backend.reclaim()]:
+        project.progress.warn(found.describe())
     backend.check_host(arches)
-    results_root.mkdir(parents=True, exist_ok=True)
     with scratch_dir(results_root, ".work-") as work:
-        prepared = prepare(project, flavour, local_tarball, work / "configs", buildid)
+        rpms = {results_root: RPMS_PER_ARCH_MIB * len(arches)}
+        prepared = prepare(project, flavour, local_tarball, work / "configs", buildid, rpms)
         with results.locked_nvr(results_root, prepared.nvr) as nvr_dir:
             srpm_path = build_srpm(project, prepared, work)
             record = {

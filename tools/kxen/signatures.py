@@ -33,6 +33,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import inputs
 from .errors import InputError, MissingToolError, SourceError
 from .fsutil import atomic_write_bytes, atomic_write_text
 from .manifest import Manifest, SignatureRule
@@ -71,14 +72,13 @@ def load_key(root: Path, fingerprint: str, where: str) -> bytes:
     pins: otherwise renaming a file would be enough to trust another key.
     """
     path = root / KEYS_DIR / f"{fingerprint}.asc"
-    try:
-        text = path.read_text(encoding="ascii")
-    except FileNotFoundError:
+    if not path.exists() and not path.is_symlink():
         raise InputError(
             f"{where}: {path}: no such key file (export it with gpg --armor --export {fingerprint})"
-        ) from None
-    except UnicodeDecodeError:
-        raise InputError(f"{path}: not an ASCII-armored public key") from None
+        )
+    text = inputs.read_text(path, root)
+    if not text.isascii():
+        raise InputError(f"{path}: not an ASCII-armored public key")
     try:
         data = dearmor(text)
         found = primary_fingerprints(data)

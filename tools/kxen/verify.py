@@ -24,7 +24,7 @@ from typing import Any
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
-from . import configs, lint, pipeline, spec, toolchain
+from . import configs, inputs, lint, pipeline, spec, toolchain
 from .errors import ExitCode, InputError, KxenError
 from .runner import Runner
 
@@ -219,6 +219,10 @@ def find_payload(
             compression = compression_of(blob)
             if compression not in dict(SUPPORTED_MAGICS):
                 return Payload(compression, start, None, "not a compression Xen reads")
+            if compression == "zstd":
+                # Linux appends the 4-byte uncompressed size to every payload; the zstd
+                # tool, unlike the xz and gzip readers, refuses trailing bytes.
+                blob = blob[:-4]
             elf = _try_decompress(compression, blob, runner, scratch)
             problem = "" if elf else "does not decompress to an ELF file"
             return Payload(compression, start, elf, problem)
@@ -422,7 +426,7 @@ def verify(
 
 def _binary_rpmlintrc(checkout_rc: Path, target: Path) -> Path:
     """The checkout's rpmlint filters plus those for built kernel packages."""
-    text = checkout_rc.read_text() if checkout_rc.is_file() else ""
+    text = inputs.read_text(checkout_rc, checkout_rc.parent) if checkout_rc.is_file() else ""
     text += "\n# kxen verify: built kernel packages\n"
     text += "".join(f'addFilter("{pattern}")\n' for pattern in BINARY_RPMLINT_FILTERS)
     target.write_text(text)
