@@ -1,4 +1,4 @@
-"""Fixtures for every test: a scratch checkout of the packaging files."""
+"""Fixtures for every test: scratch checkouts of the packaging files, the fake Linux tree."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from . import fakelinux
 from .signing import GpgHome, Keys
 from .support import make_checkout
 
@@ -22,6 +23,20 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
 @pytest.fixture
 def checkout(tmp_path: Path) -> Path:
     return make_checkout(tmp_path / "checkout")
+
+
+@pytest.fixture(scope="session")
+def fake_linux(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The fake Linux tree (tests/fakes/linux) as linux-6.1.192.tar.xz, packed once per
+    session with this interpreter as the one that runs its Kconfig."""
+    return fakelinux.pack(tmp_path_factory.mktemp("fake-linux"))
+
+
+@pytest.fixture
+def fake_checkout(tmp_path: Path) -> Path:
+    """A scratch checkout of the packaging files whose configs/ is written for the fake
+    tree's Kconfig (tests/fakes/linux-configs)."""
+    return fakelinux.make_checkout(tmp_path / "fake-checkout")
 
 
 @pytest.fixture(scope="module")
