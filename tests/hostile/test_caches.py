@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from kxen import sources
+from kxen.upstream import sources
 
 from ..unit.conftest import kernel_makefile, write_tarball
 from .harness import KXEN, Case, Outcome, Scene, run_case

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from kxen import upstream
+from kxen.upstream import origin
 
 from .harness import Case, Scene, run_case
 from .test_inputs import TARBALL, tiny_tarball
@@ -17,7 +17,7 @@ def _plant(where: str) -> object:
     def setup(scene: Scene) -> None:
         tiny_tarball(scene)
         (scene.tmp / "precious").write_text("keep me\n")
-        identity = upstream.from_tarball(scene.tmp / "linux-6.1.192.tar.xz", scene.cache).identity
+        identity = origin.from_tarball(scene.tmp / "linux-6.1.192.tar.xz", scene.cache).identity
         lock = scene.cache / where.format(identity=identity)
         lock.parent.mkdir(parents=True)
         lock.symlink_to(scene.tmp / "precious")

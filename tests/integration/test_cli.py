@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from kxen.manifest import load
-from kxen.sources import parse_sources
+from kxen.upstream.sources import parse_sources
 
 from ..support import REPO
 from .conftest import run_kxen

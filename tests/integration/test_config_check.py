@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kxen import upstream
-from kxen.runner import SubprocessRunner
+from kxen.support.runner import SubprocessRunner
+from kxen.upstream import origin
+from kxen.upstream import tree as upstream_tree
 
 from .conftest import kxen_command, run_kxen
 
@@ -363,8 +364,8 @@ X86_64_DEFAULT_LAYERS = "x86_64: [base, x86, x86_64, default, default-x86_64]"
 
 @pytest.fixture(scope="module")
 def prepared(linux_tarball: Path, kxen_cache: Path) -> Path:
-    up = upstream.from_tarball(linux_tarball, kxen_cache)
-    return upstream.prepared_tree(up, kxen_cache, SubprocessRunner())
+    up = origin.from_tarball(linux_tarball, kxen_cache)
+    return upstream_tree.prepared_tree(up, kxen_cache, SubprocessRunner())
 
 
 def test_debian_amd64_config_as_the_only_layer(

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from kxen.fsutil import SCRATCH_SUFFIX
+from kxen.support.fsutil import SCRATCH_SUFFIX
 
 from .conftest import kxen_command
 

@@ -17,8 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kxen import configs, kconfig, upstream, verify
-from kxen.runner import SubprocessRunner
+from kxen.config import fragments as configs
+from kxen.config import kconfig
+from kxen.inspect import elf
+from kxen.support.runner import SubprocessRunner
+from kxen.upstream import origin
+from kxen.upstream import tree as upstream_tree
 
 from .. import fakelinux
 from ..support import REPO
@@ -110,7 +114,8 @@ def build(fake_linux: Path, cache: Path, tmp_path_factory: pytest.TempPathFactor
 
 
 def prepared_tree(tarball: Path, cache: Path) -> Path:
-    return upstream.prepared_tree(upstream.from_tarball(tarball, cache), cache, SubprocessRunner())
+    found = origin.from_tarball(tarball, cache)
+    return upstream_tree.prepared_tree(found, cache, SubprocessRunner())
 
 
 # --- srpm -------------------------------------------------------------------------------------
@@ -184,7 +189,7 @@ def test_kernel_package_holds_the_kernel_and_its_modules(
 def test_series_patch_is_applied_in_prep(build: FakeBuild, tmp_path: Path) -> None:
     kver = kernel_release("x86_64")
     module = f"/lib/modules/{kver}/{MODULES[0]}"
-    info = verify.modinfo(extract_file(package(build.results, "x86_64"), module, tmp_path))
+    info = elf.modinfo(extract_file(package(build.results, "x86_64"), module, tmp_path))
     assert info["description"] == PATCHED
     assert info["vermagic"] == f"{kver} SMP mod_unload "
     assert (info["name"], info["alias"]) == ("xen_blkfront", "xen:vbd")
@@ -301,13 +306,13 @@ def test_verify_finds_the_vmlinux_in_a_bzimage_of_each_compression(
     subprocess.run([*make, f"KCONFIG_ALLCONFIG={request}", "allnoconfig"], check=True)
     subprocess.run([*make, "-j2", "bzImage"], check=True)
     image = (tmp_path / "obj" / "arch" / "x86" / "boot" / "bzImage").read_bytes()
-    payload = verify.find_payload(image, SubprocessRunner(), tmp_path)
+    payload = elf.find_payload(image, SubprocessRunner(), tmp_path)
     assert payload.compression == compression.lower()
     if not readable:
         assert (payload.elf, payload.problem) == (None, "not a compression Xen reads")
         return
     assert payload.elf is not None, payload.problem
-    assert verify.xen_notes(payload.elf)[verify.XEN_ELFNOTE_GUEST_OS] == b"linux\0"
+    assert elf.xen_notes(payload.elf)[elf.XEN_ELFNOTE_GUEST_OS] == b"linux\0"
 
 
 # --- configs ----------------------------------------------------------------------------------

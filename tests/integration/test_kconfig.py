@@ -14,9 +14,13 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytest
-from kxen import configs, kconfig, upstream
-from kxen.configs import Value
-from kxen.runner import SubprocessRunner
+from kxen.config import fragments as configs
+from kxen.config import kconfig
+from kxen.config.fragments import Value
+from kxen.config.model import KconfigModel
+from kxen.support.runner import SubprocessRunner
+from kxen.upstream import origin
+from kxen.upstream import tree as upstream_tree
 
 from ..support import REPO
 from ..unit.test_kconfig import KCONFIG, make_tree
@@ -37,12 +41,12 @@ MakeConfig = Callable[[str, Mapping[str, Value], str], dict[str, Value]]
 @pytest.fixture(scope="session")
 def tree(linux_tarball: Path, kxen_cache: Path) -> Path:
     """The same prepared tree the end-to-end tests use (extracted once per session)."""
-    up = upstream.from_tarball(linux_tarball, kxen_cache)
-    return upstream.prepared_tree(up, kxen_cache, SubprocessRunner())
+    up = origin.from_tarball(linux_tarball, kxen_cache)
+    return upstream_tree.prepared_tree(up, kxen_cache, SubprocessRunner())
 
 
 @pytest.fixture(scope="module")
-def models(tree: Path) -> dict[str, kconfig.KconfigModel]:
+def models(tree: Path) -> dict[str, KconfigModel]:
     return {arch: kconfig.load(tree, arch) for arch in configs.KERNEL_ARCH}
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import koji
 import pytest
-from kxen import koji as kojidriver
+from kxen.build.backends import kojiclient as kojidriver
 from kxen.errors import BuildError, HubError, InputError
 
 from ..kojihub import Hub, HubState
@@ -668,7 +668,7 @@ def test_release_build_of_uploaded_srpm_is_refused(
 
 
 def test_scm_url_from_checkout(tmp_path: Path) -> None:
-    from kxen.runner import SubprocessRunner
+    from kxen.support.runner import SubprocessRunner
 
     def git(*args: str) -> str:
         return subprocess.run(

@@ -7,8 +7,8 @@ import re
 from pathlib import Path
 
 import pytest
-from kxen.configs import parse_config_values
-from kxen.toolchain import TOOLCHAIN_SYMBOLS
+from kxen.config.fragments import parse_config_values
+from kxen.config.toolchain import TOOLCHAIN_SYMBOLS
 
 from .conftest import DEBIAN_TARBALL, SmokeBuild, extract_file, rpm_header
 

@@ -20,11 +20,11 @@ from pathlib import Path
 
 import pytest
 from kxen import pipeline
-from kxen.backends.base import ArchResult
-from kxen.backends.mock import MockBackend, choose_roots, default_roots, smp_flags
+from kxen.build.backends.base import ArchResult
+from kxen.build.backends.mock import MockBackend, choose_roots, default_roots, smp_flags
 from kxen.errors import InputError
-from kxen.progress import NullProgress
-from kxen.runner import SubprocessRunner
+from kxen.support.progress import NullProgress
+from kxen.support.runner import SubprocessRunner
 
 from ..support import REPO
 from .conftest import kxen_command, rpm_header
@@ -129,7 +129,7 @@ def test_command_line_per_arch() -> None:
         unique_prefix="u",
     )
     srpm, staging = Path("/s/p.src.rpm"), Path("/r/.staging")
-    from kxen.backends.base import BuildRequest
+    from kxen.build.backends.base import BuildRequest
 
     i686 = backend.command(BuildRequest(srpm, "i686", staging))
     x86 = backend.command(BuildRequest(srpm, "x86_64", staging))
@@ -344,12 +344,13 @@ import signal, sys
 from pathlib import Path
 sys.path.insert(0, {tools!r})
 sys.path.insert(0, {repo!r})
-from kxen import cli, pipeline
-from kxen.backends.mock import MockBackend, default_roots
-from kxen.progress import NullProgress
-from kxen.runner import SubprocessRunner
+from kxen import pipeline
+from kxen.build.backends.mock import MockBackend, default_roots
+from kxen.cli import output
+from kxen.support.progress import NullProgress
+from kxen.support.runner import SubprocessRunner
 
-signal.signal(signal.SIGTERM, cli._on_sigterm)
+signal.signal(signal.SIGTERM, output._on_sigterm)
 backend = MockBackend(SubprocessRunner(), default_roots(), jobs=2, cpus=2)
 srpm, results = Path(sys.argv[1]), Path(sys.argv[2])
 try:

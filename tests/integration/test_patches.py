@@ -10,8 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from kxen import upstream
-from kxen.runner import SubprocessRunner
+from kxen.support.runner import SubprocessRunner
+from kxen.upstream import origin
+from kxen.upstream import tree as upstream_tree
 
 from .conftest import extract_file, run_kxen, smoke_srpm
 
@@ -50,8 +51,8 @@ XEN, INIT, X86_XEN, README = EDITS
 
 @pytest.fixture(scope="module")
 def tree(linux_tarball: Path, kxen_cache: Path) -> Path:
-    up = upstream.from_tarball(linux_tarball, kxen_cache)
-    return upstream.prepared_tree(up, kxen_cache, SubprocessRunner())
+    up = origin.from_tarball(linux_tarball, kxen_cache)
+    return upstream_tree.prepared_tree(up, kxen_cache, SubprocessRunner())
 
 
 @pytest.fixture(scope="module")

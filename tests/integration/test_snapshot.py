@@ -7,8 +7,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from kxen import upstream
-from kxen.runner import SubprocessRunner
+from kxen.support.runner import SubprocessRunner
+from kxen.upstream import origin
+from kxen.upstream import tree as upstream_tree
 
 from ..unit.test_snapshot import git
 from .conftest import extract_file, rpm_header, run_kxen
@@ -21,8 +22,8 @@ def kernel_git(
     linux_tarball: Path, kxen_cache: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Path:
     """The 6.1 tree committed as "v6.2-rc3", then two commits (one touching Xen code)."""
-    prepared = upstream.prepared_tree(
-        upstream.from_tarball(linux_tarball, kxen_cache), kxen_cache, SubprocessRunner()
+    prepared = upstream_tree.prepared_tree(
+        origin.from_tarball(linux_tarball, kxen_cache), kxen_cache, SubprocessRunner()
     )
     repo = tmp_path_factory.mktemp("git") / "linux"
     subprocess.run(["cp", "-al", str(prepared), str(repo)], check=True)

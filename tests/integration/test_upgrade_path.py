@@ -17,8 +17,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from kxen import manifest, spec
-from kxen.upstream import ORIGIN_KERNEL_ORG, Upstream
+from kxen import manifest
+from kxen.build import spec
+from kxen.upstream.origin import ORIGIN_KERNEL_ORG, Upstream
 from kxen.versions import UpstreamVersion
 
 from ..support import make_checkout

@@ -6,8 +6,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from kxen.backends.base import first_errors, neutralise
-from kxen.backends.local import (
+from kxen.build.backends.base import first_errors, neutralise
+from kxen.build.backends.local import (
     BUILD_SPACE_MIB,
     RAM_AREA,
     RAM_RESERVE_MIB,
@@ -16,7 +16,7 @@ from kxen.backends.local import (
     build_area,
 )
 from kxen.errors import NoSpaceError
-from kxen.runner import SubprocessRunner
+from kxen.support.runner import SubprocessRunner
 
 
 class Recorder:

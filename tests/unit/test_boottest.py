@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 from elftools.elf.elffile import ELFFile
-from kxen import boottest
-from kxen.boottest import images, pieces
-from kxen.boottest.initramfs import Initramfs
 from kxen.errors import InputError
-from kxen.progress import NullProgress
-from kxen.runner import SubprocessRunner
+from kxen.inspect import boottest
+from kxen.inspect.boottest import images, pieces
+from kxen.inspect.boottest.initramfs import Initramfs
+from kxen.support.progress import NullProgress
+from kxen.support.runner import SubprocessRunner
 
 from ..support import XEN_BOOT_STAGES
 

@@ -14,11 +14,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from kxen import configs, integrity, kconfig, snapshot, sources, upstream
-from kxen.boottest import images, pieces
+from kxen.config import fragments as configs
+from kxen.config import kconfig
 from kxen.errors import SourceError
-from kxen.integrity import Quarantine
-from kxen.runner import Completed, SubprocessRunner
+from kxen.inspect.boottest import images, pieces
+from kxen.support import integrity
+from kxen.support.integrity import Quarantine
+from kxen.support.runner import Completed, SubprocessRunner
+from kxen.upstream import origin, snapshot, sources
+from kxen.upstream import tree as upstream_tree
 
 from .conftest import kernel_makefile, write_tarball
 from .test_integrity import RecordingProgress
@@ -76,8 +80,8 @@ def tarball(tmp_path: Path) -> Path:
 
 
 def _prepared(tarball: Path, cache: Path, progress: RecordingProgress, **kwargs: object) -> Path:
-    found = upstream.from_tarball(tarball, cache)
-    return upstream.prepared_tree(
+    found = origin.from_tarball(tarball, cache)
+    return upstream_tree.prepared_tree(
         found, cache, CountingRunner(), quarantine=Quarantine.in_cache(cache, progress), **kwargs
     )
 
@@ -134,7 +138,7 @@ def test_a_tree_cached_before_manifests_existed_is_removed_not_kept(tmp_path, ta
     is not kept in corrupt/."""
     cache = tmp_path / "cache"
     progress = RecordingProgress()
-    found = upstream.from_tarball(tarball, cache)
+    found = origin.from_tarball(tarball, cache)
     old = cache / "trees" / found.identity
     (old / "linux-6.1.5").mkdir(parents=True)
     (old / "complete.json").write_text('{"topdir": "linux-6.1.5", "makefile_version": "6.1.5"}')
@@ -168,7 +172,7 @@ def test_from_tarball_does_not_trust_a_changed_manifest(tmp_path, tarball):
     manifest = tree.parent / integrity.MANIFEST_NAME
     manifest.write_bytes(manifest.read_bytes().replace(b'"6.1.5"', b'"6.1.9"'))
     integrity._MANIFESTS.clear()
-    assert str(upstream.from_tarball(tarball, cache).version) == "6.1.5"  # read from the tarball
+    assert str(origin.from_tarball(tarball, cache).version) == "6.1.5"  # read from the tarball
 
 
 def test_setuid_setgid_and_sticky_bits_do_not_survive_extraction(tmp_path):

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from kxen.configcheck import AllowEntry, Finding, load_allow_list
-from kxen.configs import Target
+from kxen.config.check import AllowEntry, Finding, load_allow_list
+from kxen.config.fragments import Target
 from kxen.errors import InputError
 
 I686 = Target("i686", "default")

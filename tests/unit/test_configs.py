@@ -5,10 +5,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
-from kxen import configs
-from kxen.configs import Setting, Target
+from kxen.config import fragments as configs
+from kxen.config.fragments import Setting, Target
 from kxen.errors import ConfigError, InputError
-from kxen.runner import Completed
+from kxen.support.runner import Completed
 
 # --- fragments ---------------------------------------------------------------
 

@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
-from kxen import fsutil
 from kxen.errors import ExitCode, LockedError, NoSpaceError, PublishError, UnsafePathError
+from kxen.support import fsutil
 
 
 def _entries(directory: Path) -> list[str]:
@@ -63,7 +63,7 @@ HOLDER = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from kxen.fsutil import exclusive_lock
+    from kxen.support.fsutil import exclusive_lock
     with exclusive_lock(Path(sys.argv[1]), "test dir"):
         print("locked", flush=True)
         time.sleep(60)
@@ -221,7 +221,7 @@ SCRATCH_HOLDER = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from kxen.fsutil import scratch_dir
+    from kxen.support.fsutil import scratch_dir
     with scratch_dir(Path(sys.argv[1]), ".work-") as path:
         (path / "payload").write_bytes(b"x" * 4096)
         print(path, flush=True)

@@ -8,8 +8,8 @@ import stat
 from pathlib import Path
 
 import pytest
-from kxen import integrity
-from kxen.integrity import CONFIG_INPUTS, WHOLE, Corrupt, Quarantine
+from kxen.support import integrity
+from kxen.support.integrity import CONFIG_INPUTS, WHOLE, Corrupt, Quarantine
 
 
 class RecordingProgress:

@@ -7,8 +7,10 @@ import os
 from pathlib import Path
 
 import pytest
-from kxen import integrity, kconfig
+from kxen.config import kconfig
+from kxen.config.model import KconfigModel
 from kxen.errors import ConfigError, InputError
+from kxen.support import integrity
 
 KCONFIG = """\
 mainmenu "Test/$(ARCH) $(KERNELVERSION)"
@@ -148,12 +150,12 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def x86_64(tree: Path) -> kconfig.KconfigModel:
+def x86_64(tree: Path) -> KconfigModel:
     return kconfig.load(tree, "x86_64")
 
 
 @pytest.fixture(scope="module")
-def i686(tree: Path) -> kconfig.KconfigModel:
+def i686(tree: Path) -> KconfigModel:
     return kconfig.load(tree, "i686")
 
 

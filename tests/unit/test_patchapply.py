@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 from kxen.errors import PatchError
-from kxen.patchapply import (
+from kxen.patches.apply import (
     Hunk,
     apply_patch,
     apply_series,
@@ -14,9 +14,9 @@ from kxen.patchapply import (
     hardlinked_copy,
     parse_patch_output,
 )
-from kxen.patches import Patch
-from kxen.progress import NullProgress
-from kxen.runner import SubprocessRunner
+from kxen.patches.series import Patch
+from kxen.support.progress import NullProgress
+from kxen.support.runner import SubprocessRunner
 
 LINES = [f"line {n}" for n in range(1, 21)]
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 from kxen.errors import InputError
-from kxen.patches import (
+from kxen.patches.series import (
     SERIES_NAME,
     FileChange,
     Patch,
@@ -350,8 +350,8 @@ def test_add_missing_file_is_refused(tmp_path: Path) -> None:
 def test_add_removes_the_copy_when_the_series_cannot_be_written(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from kxen import patches
     from kxen.errors import PublishError
+    from kxen.patches import series as patches
 
     directory = _series_dir(tmp_path)
     before = _snapshot(directory)

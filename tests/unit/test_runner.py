@@ -8,9 +8,9 @@ import time
 from pathlib import Path
 
 import pytest
-from kxen import runner
 from kxen.errors import ExitCode, MissingToolError
-from kxen.runner import CommandFailed, StoppedError, SubprocessRunner
+from kxen.support import runner
+from kxen.support.runner import CommandFailed, StoppedError, SubprocessRunner
 
 
 def test_captures_stdout_and_stderr_in_order():
@@ -146,7 +146,7 @@ def test_a_command_killed_by_a_signal_reports_that_signal():
 
 KXEN_KILLED_HOLDER = """
 import sys
-from kxen.runner import SubprocessRunner
+from kxen.support.runner import SubprocessRunner
 SubprocessRunner().run(["sh", "-c", "sleep 300 & sleep 300; wait"], on_line=print)
 """
 

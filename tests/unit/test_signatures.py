@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import IO
 
 import pytest
-from kxen import manifest, signatures
+from kxen import manifest
 from kxen.errors import ExitCode, InputError, MissingToolError, SourceError
-from kxen.runner import Completed, SubprocessRunner
-from kxen.sources import Lookaside, SourceEntry
+from kxen.support.runner import Completed, SubprocessRunner
+from kxen.upstream import signatures
+from kxen.upstream.sources import Lookaside, SourceEntry
 
 from ..signing import Keys, files_under, kernel_tar, sha512
 

@@ -8,9 +8,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from kxen import snapshot
 from kxen.errors import InputError
-from kxen.runner import SubprocessRunner
+from kxen.support.runner import SubprocessRunner
+from kxen.upstream import snapshot
 
 MAKEFILE = "VERSION = {v}\nPATCHLEVEL = {p}\nSUBLEVEL = {s}\nEXTRAVERSION = {e}\nNAME = Test\n"
 

@@ -8,9 +8,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from kxen import sources
 from kxen.errors import ExitCode, InputError, SourceError
-from kxen.sources import Lookaside, SourceEntry
+from kxen.upstream import sources
+from kxen.upstream.sources import Lookaside, SourceEntry
 
 SHA512 = hashlib.sha512(b"a").hexdigest()
 SHA256 = hashlib.sha256(b"b").hexdigest()

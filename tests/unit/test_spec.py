@@ -11,12 +11,14 @@ from pathlib import Path
 
 import jinja2
 import pytest
-from kxen import manifest, spec, upstream
+from kxen import manifest
+from kxen.build import spec
 from kxen.errors import ExitCode, InputError
 from kxen.manifest import Manifest
-from kxen.patches import Patch
-from kxen.snapshot import Snapshot
-from kxen.upstream import ORIGIN_GIT, ORIGIN_KERNEL_ORG, ORIGIN_LOCAL_TARBALL, Upstream
+from kxen.patches.series import Patch
+from kxen.upstream import origin
+from kxen.upstream.origin import ORIGIN_GIT, ORIGIN_KERNEL_ORG, ORIGIN_LOCAL_TARBALL, Upstream
+from kxen.upstream.snapshot import Snapshot
 from kxen.versions import UpstreamVersion
 
 from ..hostile.injection import (
@@ -75,7 +77,7 @@ def local_upstream(tmp_path, make_tarball, makefile_text):
         given = tmp_path / "given"
         given.mkdir(exist_ok=True)
         members = {f"{top}/Makefile": makefile_text(6, 1, 5).encode(), f"{top}/README": b"Linux\n"}
-        return upstream.from_tarball(make_tarball(given / name, members), tmp_path / "cache")
+        return origin.from_tarball(make_tarball(given / name, members), tmp_path / "cache")
 
     return make
 

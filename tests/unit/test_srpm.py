@@ -8,10 +8,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from kxen import manifest, pipeline, spec, srpm, upstream
-from kxen.backends.local import LocalBackend, check_build_area
+from kxen import manifest, pipeline
+from kxen.build import spec, srpm
+from kxen.build.backends.local import LocalBackend, check_build_area
 from kxen.errors import ExitCode, InputError
-from kxen.runner import SubprocessRunner
+from kxen.support.runner import SubprocessRunner
+from kxen.upstream import origin
 
 from ..hostile.injection import (
     HOSTILE_TARBALL_NAMES,
@@ -42,7 +44,7 @@ def prepared(tmp_path, checkout, make_tarball, makefile_text):
             f"{HOSTILE_TOP_DIRECTORY}/Makefile": makefile_text(6, 1, 5).encode(),
             f"{HOSTILE_TOP_DIRECTORY}/README": b"Linux\n",
         }
-        local = upstream.from_tarball(make_tarball(given / name, members), tmp_path / "cache")
+        local = origin.from_tarball(make_tarball(given / name, members), tmp_path / "cache")
         loaded = manifest.load(checkout / manifest.MANIFEST_NAME)
         inputs = spec.SpecInputs(
             manifest=loaded,

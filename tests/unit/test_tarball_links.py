@@ -1,4 +1,4 @@
-"""upstream.check_members resolves links through the whole archive (reliability row 5)."""
+"""archive.check_members resolves links through the whole archive (reliability row 5)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from kxen import upstream
 from kxen.errors import InputError
+from kxen.upstream import archive
 
 TOP = "linux-6.1.5"
 
@@ -40,7 +40,7 @@ ACCEPTED = {
 
 @pytest.mark.parametrize("case", sorted(ACCEPTED))
 def test_links_that_stay_inside_are_accepted(tmp_path, case):
-    upstream.check_members(_write(tmp_path / "t.tar", [*BASE, *ACCEPTED[case]]), TOP)
+    archive.check_members(_write(tmp_path / "t.tar", [*BASE, *ACCEPTED[case]]), TOP)
 
 
 REFUSED = {
@@ -85,7 +85,7 @@ def test_links_that_leave_the_tree_are_refused_naming_archive_and_member(tmp_pat
     members, message = REFUSED[case]
     tarball = _write(tmp_path / "t.tar", [*BASE, *members])
     with pytest.raises(InputError) as info:
-        upstream.check_members(tarball, TOP)
+        archive.check_members(tarball, TOP)
     assert info.value.message.startswith(f"{tarball}: member ")
     assert message in info.value.message
     assert info.value.exit_code == 2

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import stat
 
-from kxen import toolchain
+from kxen.config import toolchain
 
 
 def fake_tool(directory, name, body="#!/bin/sh\necho 1\n"):

@@ -9,10 +9,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from kxen import integrity, manifest, sources, upstream
+from kxen import manifest
 from kxen.errors import InputError, SourceError
-from kxen.runner import Completed, SubprocessRunner
-from kxen.upstream import Upstream
+from kxen.support import integrity
+from kxen.support.runner import Completed, SubprocessRunner
+from kxen.upstream import archive, origin, sources
+from kxen.upstream import tree as upstream_tree
+from kxen.upstream.origin import Upstream
 from kxen.versions import UpstreamVersion
 
 
@@ -76,12 +79,12 @@ def test_from_tarball_reads_the_version_from_the_makefile(
         tmp_path / f"linux{suffix}",
         {"linux-6.1.5/README": b"x", "linux-6.1.5/Makefile": makefile_text(6, 1, 5).encode()},
     )
-    found = upstream.from_tarball(tarball, tmp_path / "cache")
+    found = origin.from_tarball(tarball, tmp_path / "cache")
     assert found.version == UpstreamVersion("6.1", 5)
     assert found.topdir == "linux-6.1.5"
     assert found.tarball == tarball.resolve()
     assert found.patches == ()
-    assert found.origin == upstream.ORIGIN_LOCAL_TARBALL
+    assert found.origin == origin.ORIGIN_LOCAL_TARBALL
     assert found.files == (found.tarball,)
 
 
@@ -93,13 +96,13 @@ def test_from_tarball_identity_follows_the_content(tmp_path, tree_616, make_tarb
     other = make_tarball(
         tmp_path / "other.tar.xz", {"linux-6.1.5/Makefile": makefile_text(6, 1, 5).encode()}
     )
-    first = upstream.from_tarball(tree_616, cache)
-    assert upstream.from_tarball(copy, cache).identity == first.identity
-    assert upstream.from_tarball(other, cache).identity != first.identity
+    first = origin.from_tarball(tree_616, cache)
+    assert origin.from_tarball(copy, cache).identity == first.identity
+    assert origin.from_tarball(other, cache).identity != first.identity
 
 
 def test_describe(tree_616, tmp_path):
-    found = upstream.from_tarball(tree_616, tmp_path / "cache")
+    found = origin.from_tarball(tree_616, tmp_path / "cache")
     assert found.describe() == {
         "origin": "local-tarball",
         "version": "6.1.5",
@@ -114,7 +117,7 @@ def test_prerelease_makefile(tmp_path, make_tarball, makefile_text):
     tarball = make_tarball(
         tmp_path / "l.tar.xz", {"linux-6.2-rc3/Makefile": makefile_text(6, 2, 0, "-rc3").encode()}
     )
-    assert upstream.from_tarball(tarball, tmp_path / "cache").version == UpstreamVersion(
+    assert origin.from_tarball(tarball, tmp_path / "cache").version == UpstreamVersion(
         "6.2", rc=3
     )
 
@@ -130,7 +133,7 @@ def test_prerelease_makefile(tmp_path, make_tarball, makefile_text):
 def test_from_tarball_refuses_what_is_not_a_kernel(tmp_path, make_tarball, members, problem):
     tarball = make_tarball(tmp_path / "x.tar.xz", members)
     with pytest.raises(InputError) as info:
-        upstream.from_tarball(tarball, tmp_path / "cache")
+        origin.from_tarball(tarball, tmp_path / "cache")
     assert str(tarball) in info.value.message
     assert problem in info.value.message
 
@@ -139,9 +142,9 @@ def test_from_tarball_refuses_garbage_and_missing_files(tmp_path):
     garbage = tmp_path / "garbage.tar"
     garbage.write_bytes(b"this is not a tar archive" * 100)
     with pytest.raises(InputError, match="not a readable tar archive"):
-        upstream.from_tarball(garbage, tmp_path / "cache")
+        origin.from_tarball(garbage, tmp_path / "cache")
     with pytest.raises(InputError, match="no such file"):
-        upstream.from_tarball(tmp_path / "missing.tar.xz", tmp_path / "cache")
+        origin.from_tarball(tmp_path / "missing.tar.xz", tmp_path / "cache")
 
 
 # --- check_members ---------------------------------------------------------------
@@ -158,7 +161,7 @@ def test_check_members_accepts_a_clean_tree(tmp_path, make_tarball, makefile_tex
             "linux-6.1.5/hard": _hardlink("linux-6.1.5/Makefile"),
         },
     )
-    upstream.check_members(tarball, "linux-6.1.5")
+    archive.check_members(tarball, "linux-6.1.5")
 
 
 HOSTILE = {
@@ -188,7 +191,7 @@ def _hostile_tarball(tmp_path: Path, make_tarball, makefile_text, case: str) -> 
 def test_check_members_refuses_hostile_members(tmp_path, make_tarball, makefile_text, case):
     tarball = _hostile_tarball(tmp_path, make_tarball, makefile_text, case)
     with pytest.raises(InputError) as info:
-        upstream.check_members(tarball, "linux-6.1.5")
+        archive.check_members(tarball, "linux-6.1.5")
     assert info.value.message.startswith(f"{tarball}: ")
 
 
@@ -200,7 +203,7 @@ def test_check_members_refuses_a_member_that_climbs_out_of_the_top_dir(
         {"linux-6.1.5/Makefile": makefile_text(6, 1, 5).encode(), "linux-6.1.5/../evil": b"x"},
     )
     with pytest.raises(InputError):
-        upstream.check_members(tarball, "linux-6.1.5")
+        archive.check_members(tarball, "linux-6.1.5")
 
 
 @pytest.mark.parametrize("case", ["dotdot", "absolute", "symlink outside", "device node"])
@@ -209,10 +212,10 @@ def test_prepared_tree_extracts_nothing_from_a_hostile_tarball(
 ):
     tarball = _hostile_tarball(tmp_path, make_tarball, makefile_text, case)
     cache = tmp_path / "cache"
-    found = upstream.from_tarball(tarball, cache)
+    found = origin.from_tarball(tarball, cache)
     runner = CountingRunner()
     with pytest.raises(InputError):
-        upstream.prepared_tree(found, cache, runner)
+        upstream_tree.prepared_tree(found, cache, runner)
     assert runner.commands == []
     trees = cache / "trees"
     assert [p.name for p in trees.iterdir() if not p.name.endswith(".lock")] == []
@@ -224,9 +227,9 @@ def test_prepared_tree_extracts_nothing_from_a_hostile_tarball(
 
 def test_prepared_tree_extracts_once_and_reuses(tmp_path, tree_616):
     cache = tmp_path / "cache"
-    found = upstream.from_tarball(tree_616, cache)
+    found = origin.from_tarball(tree_616, cache)
     runner = CountingRunner()
-    tree = upstream.prepared_tree(found, cache, runner)
+    tree = upstream_tree.prepared_tree(found, cache, runner)
     assert tree == cache / "trees" / found.identity / "linux-6.1.5"
     assert (tree / "arch/x86/Kconfig").read_text() == "config X86\n"
     assert len(runner.commands) == 1
@@ -234,19 +237,19 @@ def test_prepared_tree_extracts_once_and_reuses(tmp_path, tree_616):
     assert marker == {"topdir": "linux-6.1.5", "makefile_version": "6.1.5"}
     assert [p.name for p in (cache / "trees").iterdir() if p.name.startswith(".extract-")] == []
 
-    again = upstream.prepared_tree(found, cache, runner)
+    again = upstream_tree.prepared_tree(found, cache, runner)
     assert again == tree
     assert len(runner.commands) == 1  # nothing was run the second time
     # and a later from_tarball agrees with the cached tree
-    assert upstream.from_tarball(tree_616, cache) == found
+    assert origin.from_tarball(tree_616, cache) == found
 
 
 def test_prepared_tree_with_the_real_runner(tmp_path, tree_616):
     cache = tmp_path / "cache"
-    found = upstream.from_tarball(tree_616, cache)
-    tree = upstream.prepared_tree(found, cache, SubprocessRunner())
+    found = origin.from_tarball(tree_616, cache)
+    tree = upstream_tree.prepared_tree(found, cache, SubprocessRunner())
     assert (tree / "Makefile").is_file()
-    assert upstream.prepared_tree(found, cache, SubprocessRunner()) == tree
+    assert upstream_tree.prepared_tree(found, cache, SubprocessRunner()) == tree
 
 
 def _xz_patch(path: Path, old: str, new: str, name: str = "Makefile") -> Path:
@@ -274,7 +277,7 @@ def _kernel_org(tarball: Path, patches: tuple[Path, ...], version: UpstreamVersi
         tarball=tarball,
         patches=patches,
         topdir="linux-6.1",
-        origin=upstream.ORIGIN_KERNEL_ORG,
+        origin=origin.ORIGIN_KERNEL_ORG,
         identity="test-" + "-".join(p.name for p in (tarball, *patches)),
     )
 
@@ -283,7 +286,7 @@ def test_prepared_tree_applies_upstream_patches(tmp_path, linux_61, makefile_tex
     patch = _xz_patch(tmp_path / "patch-6.1.5.xz", makefile_text(6, 1, 0), makefile_text(6, 1, 5))
     cache = tmp_path / "cache"
     found = _kernel_org(linux_61, (patch,), UpstreamVersion("6.1", 5))
-    tree = upstream.prepared_tree(found, cache, SubprocessRunner())
+    tree = upstream_tree.prepared_tree(found, cache, SubprocessRunner())
     assert (tree / "Makefile").read_text() == makefile_text(6, 1, 5)
     assert not list(tree.rglob("*.orig"))
 
@@ -299,7 +302,7 @@ def test_patch_that_does_not_apply_leaves_no_tree(tmp_path, linux_61, makefile_t
     cache = tmp_path / "cache"
     found = _kernel_org(linux_61, (patch,), UpstreamVersion("6.1", 5))
     with pytest.raises(SourceError) as info:
-        upstream.prepared_tree(found, cache, SubprocessRunner())
+        upstream_tree.prepared_tree(found, cache, SubprocessRunner())
     assert info.value.message == "patch-6.1.5.xz: does not apply to the upstream tarball"
     _no_tree_left(cache, found.identity)
 
@@ -308,7 +311,7 @@ def test_tree_whose_makefile_disagrees_is_refused(tmp_path, linux_61):
     cache = tmp_path / "cache"
     found = _kernel_org(linux_61, (), UpstreamVersion("6.1", 7))
     with pytest.raises(SourceError, match=r"Makefile says 6\.1, expected 6\.1\.7"):
-        upstream.prepared_tree(found, cache, SubprocessRunner())
+        upstream_tree.prepared_tree(found, cache, SubprocessRunner())
     _no_tree_left(cache, found.identity)
 
 
@@ -331,13 +334,13 @@ def test_from_manifest_uses_the_cache_and_prepares_a_patched_tree(
     loaded = manifest.load(manifest_path)
     assert loaded.mirrors == (dead,)
 
-    found = upstream.from_manifest(loaded, lookaside)
+    found = origin.from_manifest(loaded, lookaside)
     assert found.version == UpstreamVersion("6.1", 5)
-    assert found.origin == upstream.ORIGIN_KERNEL_ORG
+    assert found.origin == origin.ORIGIN_KERNEL_ORG
     assert found.topdir == "linux-6.1"
     assert [p.name for p in found.files] == ["linux-6.1.tar.xz", "patch-6.1.5.xz"]
     assert found.tarball == lookaside.path_for(entries[0])
-    tree = upstream.prepared_tree(found, tmp_path / "cache", SubprocessRunner())
+    tree = upstream_tree.prepared_tree(found, tmp_path / "cache", SubprocessRunner())
     assert (tree / "Makefile").read_text() == makefile_text(6, 1, 5)
 
     # the identity is that of the listed digests: another patch gives another tree
@@ -346,7 +349,7 @@ def test_from_manifest_uses_the_cache_and_prepares_a_patched_tree(
     )
     entries[1] = lookaside.import_file(other)
     sources.write_sources(checkout / sources.SOURCES_NAME, entries)
-    assert upstream.from_manifest(loaded, lookaside).identity != found.identity
+    assert origin.from_manifest(loaded, lookaside).identity != found.identity
 
 
 def test_from_manifest_refuses_an_unlisted_file(tmp_path, checkout, linux_61):
@@ -357,6 +360,6 @@ def test_from_manifest_refuses_an_unlisted_file(tmp_path, checkout, linux_61):
         manifest_path.read_text().replace('  version: "6.1"\n', '  version: "6.1"\n  stable: 5\n')
     )
     with pytest.raises(InputError) as info:
-        upstream.from_manifest(manifest.load(manifest_path), lookaside)
+        origin.from_manifest(manifest.load(manifest_path), lookaside)
     assert "patch-6.1.5.xz is not listed" in info.value.message
     assert str(checkout / sources.SOURCES_NAME) in info.value.message

@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from kxen import verify
+from kxen.inspect import elf, verify
 
 XEN_NOTES_ASM = """
     .section .note.Xen,"a",@note
@@ -52,26 +52,26 @@ def test_parse_notes_reads_owner_type_and_unaligned_descriptors() -> None:
         + note(b"GNU\0", 3, b"\x01\x02\x03")
         + note(b"Xen\0", 18, b"\0" * 4)
     )
-    notes = verify.parse_notes(data)
+    notes = elf.parse_notes(data)
     assert [(n.owner, n.type) for n in notes] == [("Xen", 6), ("GNU", 3), ("Xen", 18)]
     assert notes[0].desc == b"linux\0" and notes[1].desc == b"\x01\x02\x03"
 
 
 def test_parse_notes_stops_at_a_truncated_record() -> None:
     data = note(b"Xen\0", 6, b"linux\0")
-    assert len(verify.parse_notes(data + struct.pack("<III", 4, 100, 1) + b"Xen\0")) == 1
+    assert len(elf.parse_notes(data + struct.pack("<III", 4, 100, 1) + b"Xen\0")) == 1
 
 
 def test_xen_notes_of_a_real_elf(xen_elf: bytes) -> None:
-    notes = verify.xen_notes(xen_elf)
-    assert set(notes) == {verify.XEN_ELFNOTE_GUEST_OS, verify.XEN_ELFNOTE_PHYS32_ENTRY}
-    assert notes[verify.XEN_ELFNOTE_GUEST_OS] == b"linux\0"
+    notes = elf.xen_notes(xen_elf)
+    assert set(notes) == {elf.XEN_ELFNOTE_GUEST_OS, elf.XEN_ELFNOTE_PHYS32_ENTRY}
+    assert notes[elf.XEN_ELFNOTE_GUEST_OS] == b"linux\0"
 
 
 def test_modinfo_reads_vermagic(xen_elf: bytes, tmp_path: Path) -> None:
     module = tmp_path / "fake.ko"
     module.write_bytes(xen_elf)
-    info = verify.modinfo(module)
+    info = elf.modinfo(module)
     assert info["vermagic"].startswith("6.1.192-1.smoke.x86_64+xen ")
     assert info["license"] == "GPL"
 
@@ -84,7 +84,7 @@ def test_find_payload_scans_a_container(xen_elf: bytes, compression: str, pack: 
     assert callable(pack)
     # decoys first: a gzip magic that is no stream, then the real one with trailing bytes
     image = b"MZ" + b"\0" * 500 + b"\x1f\x8b\x08garbage" + pack(xen_elf) + b"\x10\x20\x30\x40"
-    payload = verify.find_payload(image)
+    payload = elf.find_payload(image)
     assert payload.compression == compression
     assert payload.elf == xen_elf
 
@@ -101,18 +101,18 @@ def bzimage(payload: bytes, setup_sects: int = 2) -> bytes:
 
 def test_find_payload_uses_the_setup_header(xen_elf: bytes) -> None:
     packed = lzma.compress(xen_elf, lzma.FORMAT_XZ)
-    payload = verify.find_payload(bzimage(packed))
+    payload = elf.find_payload(bzimage(packed))
     assert (payload.compression, payload.offset, payload.elf) == ("xz", 3 * 512 + 0x40, xen_elf)
 
 
 def test_find_payload_names_a_compression_xen_cannot_read(xen_elf: bytes) -> None:
-    payload = verify.find_payload(bzimage(b"BZh91AY&SY" + b"\0" * 64))
+    payload = elf.find_payload(bzimage(b"BZh91AY&SY" + b"\0" * 64))
     assert payload.compression == "bzip2"
     assert payload.elf is None and "Xen" in payload.problem
 
 
 def test_find_payload_without_an_elf() -> None:
-    payload = verify.find_payload(b"\0" * 4096 + gzip.compress(b"not an elf"))
+    payload = elf.find_payload(b"\0" * 4096 + gzip.compress(b"not an elf"))
     assert payload.elf is None and payload.problem
 
 
@@ -158,7 +158,7 @@ def test_required_options_per_arch() -> None:
     assert "XEN_PV" in verify.REQUIRED_OPTIONS["x86_64"]
     assert "X86_PAE" in verify.REQUIRED_OPTIONS["i686"]
     assert "XEN_PV" not in verify.REQUIRED_OPTIONS["i686"]
-    assert verify.REQUIRED_NOTES["i686"] == (verify.XEN_ELFNOTE_PHYS32_ENTRY,)
+    assert verify.REQUIRED_NOTES["i686"] == (elf.XEN_ELFNOTE_PHYS32_ENTRY,)
 
 
 def test_a_failed_check_is_exit_13_naming_expected_and_found() -> None:

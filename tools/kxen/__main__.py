@@ -1,3 +1,3 @@
-from .cli import main
+from kxen.cli import main
 
 main()

@@ -18,9 +18,9 @@ from typing import Any
 import jsonschema
 import yaml
 
-from . import inputs
-from .errors import InputError
-from .versions import UpstreamVersion
+from kxen.errors import InputError
+from kxen.support import inputs
+from kxen.versions import UpstreamVersion
 
 MANIFEST_NAME = "kernel-xen.yaml"
 DEFAULT_MIRRORS = ("https://cdn.kernel.org/pub/linux/kernel/",)

@@ -8,100 +8,35 @@ from __future__ import annotations
 
 import concurrent.futures
 import datetime as dt
-import multiprocessing
 import os
 import shutil
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import (
-    bump,
-    configcheck,
-    configedit,
-    configs,
-    fsutil,
-    inputs,
-    integrity,
-    kconfig,
-    manifest,
-    patchapply,
-    patches,
-    results,
-    signatures,
-    sources,
-    spec,
-    srpm,
-    toolchain,
-    upstream,
+from kxen import manifest
+from kxen.build import results, spec, srpm
+from kxen.build.backends.base import ArchResult, Backend, BuildRequest
+from kxen.config import fragments as configs
+from kxen.config.operations import generate_configs
+from kxen.errors import BuildError, InputError
+from kxen.patches import series as patches
+from kxen.project import (
+    Project,
+    UpstreamChoice,
+    check_space,
+    resolve_upstream,
+    srpm_mib,
 )
-from .backends.base import ArchResult, Backend, BuildRequest
-from .errors import BuildError, ConfigError, InputError, KxenError
-from .fsutil import atomic_write_text, scratch_dir
-from .progress import Progress
-from .runner import Runner
-from .versions import UpstreamVersion
-
-CACHE_SCRATCH_DEPTH = 3
-"""How deep scratch directories sit in the cache (`kconfig/<tree>/.merge-...`)."""
-
-
-def default_cache_dir() -> Path:
-    explicit = os.environ.get("KXEN_CACHE_DIR")
-    if explicit:
-        return Path(explicit)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "kxen"
-
-
-@dataclass
-class Project:
-    """A checkout of this repository, and the machine-local state kxen uses with it."""
-
-    root: Path
-    cache: Path
-    runner: Runner
-    progress: Progress
-    manifest: manifest.Manifest = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.manifest = manifest.load(self.root / manifest.MANIFEST_NAME)
-        self.reclaim(self.cache, depth=CACHE_SCRATCH_DEPTH)
-
-    def reclaim(self, directory: Path, depth: int = 1) -> None:
-        """Remove what killed kxen runs left in `directory` (their scratch directories),
-        and say so."""
-        for found in fsutil.reclaim(directory, depth=depth):
-            self.progress.warn(found.describe())
-
-    @property
-    def quarantine(self) -> integrity.Quarantine:
-        """Where corrupt cache entries are kept as evidence, warning through `progress`."""
-        return integrity.Quarantine.in_cache(self.cache, self.progress)
-
-    @property
-    def lookaside(self) -> sources.Lookaside:
-        return sources.Lookaside(self.cache / "lookaside", self.quarantine)
-
-    @property
-    def configs_dir(self) -> Path:
-        return self.root / "configs"
-
-    def check_flavour(self, flavour: str) -> None:
-        if flavour not in self.manifest.flavours:
-            known = ", ".join(self.manifest.flavours)
-            raise InputError(f"unknown flavour {flavour!r} (the manifest has {known})")
-
-    def check_arches(self, arches: list[str]) -> None:
-        for arch in arches:
-            if arch not in self.manifest.arches:
-                raise InputError(
-                    f"unknown arch {arch!r} (the manifest has {', '.join(self.manifest.arches)})"
-                )
-
+from kxen.support import fsutil, inputs
+from kxen.support.fsutil import atomic_write_text, scratch_dir
+from kxen.support.progress import Progress
+from kxen.support.runner import Runner
+from kxen.upstream import bump, origin, signatures, sources
+from kxen.versions import UpstreamVersion
 
 # --- sources ---------------------------------------------------------------
 
@@ -182,7 +117,7 @@ def _bumped_entry(
 
 
 def _rendered_spec(project: Project, which: manifest.Manifest) -> str:
-    up = upstream.named(which)
+    up = origin.named(which)
     inputs = spec.SpecInputs(
         manifest=which,
         upstream=up,
@@ -201,30 +136,10 @@ def new_sources(project: Project, files: list[Path]) -> list[sources.SourceEntry
     return entries
 
 
-@dataclass(frozen=True)
-class GitSnapshot:
-    """`--upstream CHECKOUT --ref REF`: build a snapshot of a kernel git checkout."""
-
-    repo: Path
-    ref: str
 
 
-UpstreamChoice = Path | GitSnapshot | None
-"""A local tarball, a git snapshot, or None for the manifest's kernel.org files."""
 
 
-def resolve_upstream(project: Project, local_tarball: UpstreamChoice) -> upstream.Upstream:
-    project.progress.phase("sources")
-    if isinstance(local_tarball, GitSnapshot):
-        project.progress.phase("snapshot", f"git archive {local_tarball.ref}")
-        return upstream.from_git(
-            local_tarball.repo, local_tarball.ref, project.cache, project.runner, project.quarantine
-        )
-    if local_tarball is not None:
-        return upstream.from_tarball(local_tarball, project.cache)
-    return upstream.from_manifest(
-        project.manifest, project.lookaside, project.progress.transfer, project.runner
-    )
 
 
 # --- configs, spec, SRPM ---------------------------------------------------
@@ -232,7 +147,7 @@ def resolve_upstream(project: Project, local_tarball: UpstreamChoice) -> upstrea
 
 @dataclass(frozen=True)
 class Prepared:
-    upstream: upstream.Upstream
+    upstream: origin.Upstream
     spec_inputs: spec.SpecInputs
     spec_text: str
     config_files: tuple[Path, ...]
@@ -254,7 +169,7 @@ class Prepared:
 
 
 def spec_inputs(
-    project: Project, up: upstream.Upstream, flavour: str, buildid: str | None
+    project: Project, up: origin.Upstream, flavour: str, buildid: str | None
 ) -> spec.SpecInputs:
     project.check_flavour(flavour)
     return spec.SpecInputs(
@@ -268,220 +183,32 @@ def spec_inputs(
     )
 
 
-def generate_configs(
-    project: Project, up: upstream.Upstream, targets: list[configs.Target], outdir: Path
-) -> list[Path]:
-    check_space(project, up, {outdir: 1 + len(targets)})
-    project.progress.phase("tree", f"Linux {up.version}")
-    tree = _prepared_tree(project, up, integrity.CONFIG_INPUTS)
-    project.progress.phase("configs", ", ".join(f"{t.arch}/{t.flavour}" for t in targets))
-    work = project.cache / "kconfig" / up.identity
-    try:
-        resolved = configs.generate(
-            project.configs_dir,
-            targets,
-            tree,
-            work,
-            project.runner,
-            toolchain.fingerprint(),
-            project.quarantine,
-        )
-    except ConfigError as lost:
-        raise _explain_lost_values(project, up, targets, lost) from None
-    return configs.write_configs(resolved, up.version.kernelversion, outdir)
 
 
-def _explain_lost_values(
-    project: Project, up: upstream.Upstream, targets: list[configs.Target], lost: ConfigError
-) -> KxenError:
-    """kconfig dropped requested values: say why, in Kconfig terms (only paid on failure).
-
-    Unknown symbols and values invalid for their type are input errors (exit 2); values
-    Kconfig could not give are config errors (exit 4) with the unmet dependency."""
-    report = check_configs(project, up, targets)
-    failing = [f for f in report.findings if f.kind in configcheck.FAILING_KINDS]
-    if not failing:
-        return lost
-    details = [f"{f.target.arch}/{f.target.flavour}: {f.describe()}" for f in failing]
-    if any(f.kind in ("unknown", "invalid") for f in failing):
-        return InputError(f"{len(failing)} fragment value(s) cannot be used", details=details)
-    return ConfigError(f"{len(failing)} requested config value(s) did not survive", details=details)
 
 
-def _kconfig_models(
-    project: Project, up: upstream.Upstream, targets: list[configs.Target]
-) -> tuple[Path, dict[str, kconfig.KconfigModel]]:
-    project.progress.phase("tree", f"Linux {up.version}")
-    tree = _prepared_tree(project, up, integrity.CONFIG_INPUTS)
-    models = {}
-    for arch in sorted({target.arch for target in targets}):
-        project.progress.phase("kconfig", f"reading Kconfig for {arch}")
-        models[arch] = kconfig.load(tree, arch, _probe_dir(project, up))
-    return tree, models
 
 
-def check_configs(
-    project: Project, up: upstream.Upstream, targets: list[configs.Target]
-) -> configcheck.CheckReport:
-    """`kxen config check`: every target resolved with its arch's Kconfig model.
-
-    Each arch's model is loaded and checked in a process of its own (Kconfig parsing
-    is CPU-bound Python), as many at once as there are CPUs."""
-    project.progress.phase("tree", f"Linux {up.version}")
-    tree = _prepared_tree(project, up, integrity.CONFIG_INPUTS)
-    by_arch: dict[str, list[configs.Target]] = {}
-    for target in targets:
-        by_arch.setdefault(target.arch, []).append(target)
-    jobs = [
-        _ArchCheck(
-            project.configs_dir, arch, tuple(group), tree, _probe_dir(project, up), project.root
-        )
-        for arch, group in sorted(by_arch.items())
-    ]
-    project.progress.phase("check", ", ".join(f"{t.arch}/{t.flavour}" for t in targets))
-    workers = min(len(jobs), os.cpu_count() or 1)
-    if workers > 1:
-        context = multiprocessing.get_context("fork")
-        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
-            parts = list(pool.map(_check_arch, jobs))
-    else:
-        parts = [_check_arch(job) for job in jobs]
-    found = [finding for part in parts for finding in part]
-    return configcheck.report(project.configs_dir, targets, found)
 
 
-@dataclass(frozen=True)
-class _ArchCheck:
-    configs_dir: Path
-    arch: str
-    targets: tuple[configs.Target, ...]
-    tree: Path
-    probe_dir: Path
-    repo_root: Path
 
 
-def _check_arch(job: _ArchCheck) -> list[configcheck.Finding]:
-    model = kconfig.load(job.tree, job.arch, job.probe_dir)
-    return configcheck.findings(
-        job.configs_dir, job.targets, job.tree, {job.arch: model}, job.repo_root
-    )
 
 
-def _probe_dir(project: Project, up: upstream.Upstream) -> Path:
-    directory = project.cache / "kconfig" / up.identity
-    kconfig.ProbeCache.check_directory(directory, project.quarantine)  # before any fork
-    return directory
 
 
-def _prepared_tree(project: Project, up: upstream.Upstream, scope: integrity.Scope) -> Path:
-    """The cached tree, verified in `scope`: what the caller reads of it."""
-    return upstream.prepared_tree(
-        up, project.cache, project.runner, scope=scope, quarantine=project.quarantine
-    )
 
 
-def explain_symbol(
-    project: Project, up: upstream.Upstream, symbol: str, targets: list[configs.Target]
-) -> list[configcheck.Explanation]:
-    tree, models = _kconfig_models(project, up, targets)
-    project.progress.phase("explain", f"CONFIG_{symbol}")
-    return configcheck.explain(project.configs_dir, symbol, targets, tree, models, project.root)
 
 
-def set_symbol(
-    project: Project,
-    up: upstream.Upstream,
-    symbol: str,
-    value: configs.Value,
-    targets: list[configs.Target],
-    layer: str | None,
-) -> tuple[configedit.Edit, list[configcheck.Effect]]:
-    """`kxen config set/unset`: validate against Kconfig, write one line, show the effect."""
-    flavours = configs.load_layers(project.configs_dir)
-    everyone = [
-        configs.Target(arch, flavour)
-        for flavour in project.manifest.flavours
-        for arch in project.manifest.arches
-    ]
-    chosen = configedit.choose_layer(targets, everyone, flavours, layer)
-    touched = configedit.users_of(chosen, everyone, flavours)
-    tree, models = _kconfig_models(project, up, touched)
-    for explained in configcheck.explain(
-        project.configs_dir, symbol, targets, tree, models, project.root
-    ):
-        model = models[explained.target.arch]
-        if not model.valid_value(symbol, value):
-            ranges = "; ".join(explained.info.ranges)
-            raise InputError(
-                f"CONFIG_{symbol}: {configs.show(value)} is not a valid "
-                f"{model.symbol_type(symbol)} value for {explained.target.arch}/"
-                f"{explained.target.flavour}" + (f" (range {ranges})" if ranges else "")
-            )
-    project.progress.phase("edit", f"{chosen}: CONFIG_{symbol}")
-    edit = configedit.write_setting(project.configs_dir, chosen, symbol, value)
-    found = configcheck.effects(
-        project.configs_dir, symbol, value, touched, tree, models, project.root
-    )
-    return edit, found
 
 
-WORKING_TREE = "WORKTREE"
 
 
-def diff_configs(
-    project: Project,
-    up: upstream.Upstream,
-    revisions: tuple[str, str],
-    targets: list[configs.Target],
-) -> list[configcheck.ValueChange]:
-    """`kxen config diff A B`: final-config differences between two revisions of configs/."""
-    tree, models = _kconfig_models(project, up, targets)
-    finals = []
-    with scratch_dir(project.cache, ".diff-") as scratch:
-        for index, revision in enumerate(revisions):
-            project.progress.phase("diff", f"resolving {revision}")
-            configs_dir = _configs_at(project, revision, scratch / str(index))
-            finals.append(configcheck.final_values(configs_dir, targets, tree, models))
-    return configcheck.diff_values(finals[0], finals[1])
 
 
-def rebase_preview(
-    project: Project,
-    old: upstream.Upstream,
-    new: upstream.Upstream,
-    revision: str,
-    targets: list[configs.Target],
-) -> configcheck.RebasePreview:
-    """`kxen config diff --to-upstream NEW`: configs/ at `revision` on the old and new tree."""
-    with scratch_dir(project.cache, ".rebase-") as scratch:
-        configs_dir = _configs_at(project, revision, scratch / "configs-at")
-        finals, reports = [], []
-        for up in (old, new):  # one tree's models at a time: they are ~60 MiB per arch
-            tree, models = _kconfig_models(project, up, targets)
-            project.progress.phase("diff", f"resolving on Linux {up.version}")
-            finals.append(configcheck.final_values(configs_dir, targets, tree, models))
-            reports.append(configcheck.check(configs_dir, targets, tree, models, project.root))
-            del models
-    return configcheck.RebasePreview(
-        configcheck.diff_values(finals[0], finals[1]),
-        configcheck.regressions(reports[0], reports[1]),
-    )
 
 
-def _configs_at(project: Project, revision: str, into: Path) -> Path:
-    """configs/ as of a git revision of the checkout (or the working tree)."""
-    if revision == WORKING_TREE:
-        return project.configs_dir
-    into.mkdir(parents=True)
-    tarball = into / "configs.tar"
-    archive = project.runner.run(
-        ["git", "-C", project.root, "archive", "--format=tar", "-o", tarball, revision, "configs"],
-        check=False,
-    )
-    if not archive.ok:
-        raise InputError(f"git revision {revision!r}: {archive.output.strip().splitlines()[-1]}")
-    project.runner.run(["tar", "-xf", tarball, "-C", into])
-    return into / "configs"
 
 
 def prepare(
@@ -508,28 +235,12 @@ def prepare(
     return Prepared(up, made, spec_text, tuple(config_files))
 
 
-CACHE_WORK_MIB = 64
-"""Cache space any command may use: configs, kconfig build directories, probes."""
-TREE_UNPACK_RATIO = 12
-"""An unpacked kernel tree takes about this many times its xz tarball (6.1: 1.4 GB/140 MB)."""
 RPMS_PER_ARCH_MIB = 256
 """A default kernel-xen and its devel package of one arch, with room to spare (27 MB in 6.1)."""
 
 
-def srpm_mib(up: upstream.Upstream) -> int:
-    """The SRPM's size, about: its sources (configs and patches are small)."""
-    return (sum(path.stat().st_size for path in up.files) >> 20) + 16
 
 
-def check_space(project: Project, up: upstream.Upstream, outputs: Mapping[Path, int]) -> None:
-    """Refuse (exit 10) before any work if a directory the command writes lacks room:
-    `outputs`, and the cache (the unpacked tree too, if it is not cached yet)."""
-    needs = dict(outputs)
-    cache = CACHE_WORK_MIB
-    if not upstream.tree_is_cached(up, project.cache):
-        cache += (up.tarball.stat().st_size >> 20) * TREE_UNPACK_RATIO
-    needs[project.cache] = needs.get(project.cache, 0) + cache
-    fsutil.preflight(needs)
 
 
 def build_srpm(project: Project, prepared: Prepared, outdir: Path) -> Path:
@@ -546,54 +257,14 @@ def build_srpm(project: Project, prepared: Prepared, outdir: Path) -> Path:
 # --- patches ---------------------------------------------------------------
 
 
-def list_patches(project: Project) -> list[tuple[patches.Patch, list[patches.FileChange]]]:
-    """`kxen patches list`: the series in order and the files each patch touches."""
-    project.progress.phase("patches", "reading the series")
-    series = patches.load_series(project.root / "patches")
-    return [(patch, patches.file_changes(patch.path, patch.strip)) for patch in series]
 
 
-def add_patch(project: Project, source: Path, after: str | None, strip: int) -> patches.Added:
-    """`kxen patches add`: copy the patch into patches/ and list it in the series."""
-    project.progress.phase("patches", f"adding {source.name}")
-    return patches.add_patch(project.root / "patches", source, after, strip)
 
 
-def check_patches(project: Project, up: upstream.Upstream) -> patchapply.SeriesReport:
-    """`kxen patches check`: the series on a copy of the pristine tree, as strict as %prep;
-    the first patch that fails (or needs fuzz) stops it."""
-    report = _apply_to_copy(project, up, keep_going=False)
-    if not report.ok:
-        failed = report.outcomes[-1]
-        raise patchapply.SeriesFailed(
-            f"{failed.describe()}: {failed.culprit()} "
-            f"(series line {failed.line}, patch {len(report.outcomes)} of {report.total})",
-            details=failed.details(),
-            report=report,
-        )
-    return report
 
 
-def refresh_patches(project: Project, up: upstream.Upstream) -> patchapply.SeriesReport:
-    """`kxen patches refresh`: every patch against another upstream tree (after a bump),
-    through the whole series; the caller decides what counts as failure."""
-    return _apply_to_copy(project, up, keep_going=True)
 
 
-def _apply_to_copy(
-    project: Project, up: upstream.Upstream, *, keep_going: bool
-) -> patchapply.SeriesReport:
-    series = patches.load_series(project.root / "patches")
-    project.progress.phase("tree", f"Linux {up.version}")
-    pristine = _prepared_tree(project, up, integrity.WHOLE)
-    project.progress.phase("copy", f"cp -al {pristine.name}")
-    # Beside the cached trees: hard links need the same file system.
-    with patchapply.hardlinked_copy(pristine, pristine.parent.parent, project.runner) as tree:
-        outcomes = patchapply.apply_series(
-            tree, series, project.runner, project.progress, keep_going=keep_going
-        )
-        project.progress.phase("cleanup", "removing the scratch tree")
-    return patchapply.SeriesReport(up.describe(), len(series), outcomes)
 
 
 # --- binary builds ---------------------------------------------------------

@@ -1,5 +1,0 @@
-"""Build executors behind one interface: local rpmbuild today, mock and koji next."""
-
-from .base import ArchResult, Backend, BuildRequest
-
-__all__ = ["ArchResult", "Backend", "BuildRequest"]

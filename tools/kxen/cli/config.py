@@ -1,0 +1,309 @@
+"""`kxen config ...`: generate, check, explain, set/unset and diff the configs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from kxen.cli.app import main_group
+from kxen.cli.options import UPSTREAM_OPTION
+from kxen.cli.output import Options, command, echo_lines, emit, open_project
+from kxen.config import check as configcheck
+from kxen.config import fragments as configs
+from kxen.config import operations as config_ops
+from kxen.errors import ConfigError, InputError
+from kxen.project import Project, UpstreamChoice, resolve_upstream
+
+
+@main_group.group(name="config")
+def config_group() -> None:
+    """Kconfig fragments: generate the full configs the spec ships."""
+
+
+def config_targets(func: Callable[..., None]) -> Callable[..., None]:
+    """--arch/--flavour (repeatable, default: all) and --upstream for the config commands."""
+    options = (
+        UPSTREAM_OPTION,
+        click.option("--flavour", "flavours", multiple=True, help="Flavour (default: all)."),
+        click.option("--arch", "arches", multiple=True, help="Arch (default: all)."),
+    )
+    for option in options:
+        func = option(func)
+    return func
+
+
+def _targets(
+    project: Project, arches: tuple[str, ...], flavours: tuple[str, ...]
+) -> list[configs.Target]:
+    project.check_arches(list(arches))
+    for flavour in flavours:
+        project.check_flavour(flavour)
+    return [
+        configs.Target(arch, flavour)
+        for flavour in (flavours or project.manifest.flavours)
+        for arch in (arches or project.manifest.arches)
+    ]
+
+
+@command(config_group)
+@config_targets
+@click.option(
+    "-o",
+    "--outdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("."),
+    show_default=True,
+    help="Where to write the configs.",
+)
+def generate(
+    options: Options,
+    arches: tuple[str, ...],
+    flavours: tuple[str, ...],
+    local_tarball: UpstreamChoice,
+    outdir: Path,
+) -> None:
+    """Merge the fragments and resolve them with the kernel's own kconfig."""
+    with open_project(options) as project:
+        targets = _targets(project, arches, flavours)
+        up = resolve_upstream(project, local_tarball)
+        paths = config_ops.generate_configs(project, up, targets, outdir.resolve())
+    emit(options, {"configs": [str(p) for p in paths]}, echo_lines(str(p) for p in paths))
+
+
+@command(config_group)
+@config_targets
+@click.option("--strict", is_flag=True, help="Fail on any mismatch, unknown or invalid value (CI).")
+@click.option("--show-new", is_flag=True, help="List every symbol that takes its default.")
+def check(
+    options: Options,
+    arches: tuple[str, ...],
+    flavours: tuple[str, ...],
+    local_tarball: UpstreamChoice,
+    strict: bool,
+    show_new: bool,
+) -> None:
+    """Report values that did not survive Kconfig, and why; new, unknown, redefined symbols."""
+    with open_project(options) as project:
+        targets = _targets(project, arches, flavours)
+        up = resolve_upstream(project, local_tarball)
+        report = config_ops.check_configs(project, up, targets)
+    lines = []
+    for target in report.targets:
+        found = [f for f in report.findings if f.target == target]
+        shown = [f for f in found if show_new or f.kind != "new"]
+        new = len(found) - len(shown)
+        summary = f", {new} new symbol(s) take their default (--show-new)" if new else ""
+        lines.append(f"{target.arch}/{target.flavour}: {len(shown)} finding(s){summary}")
+        lines += [f"  {finding.describe()}" for finding in shown]
+    lines += [
+        f"stale allow-list entry (line {e.line}): {e.kind} {e.symbol}" for e in report.stale_allow
+    ]
+    if not report.ok(strict):
+        failing = report.failing()
+        raise ConfigCheckFailed(
+            f"config check --strict: {len(failing)} failing finding(s), "
+            f"{len(report.stale_allow)} stale allow-list entr(ies)",
+            details=lines,
+            payload=report.as_dict(),
+        )
+    emit(options, report.as_dict(), echo_lines(lines))
+
+
+@command(config_group)
+@click.argument("symbol")
+@config_targets
+def explain(
+    options: Options,
+    symbol: str,
+    arches: tuple[str, ...],
+    flavours: tuple[str, ...],
+    local_tarball: UpstreamChoice,
+) -> None:
+    """Where SYMBOL is set, its final value per arch/flavour, and its Kconfig definition."""
+    name = configcheck.symbol_name(symbol)
+    with open_project(options) as project:
+        targets = _targets(project, arches, flavours)
+        up = resolve_upstream(project, local_tarball)
+        found = config_ops.explain_symbol(project, up, name, targets)
+    emit(
+        options,
+        {"explanations": [e.as_dict() for e in found]},
+        echo_lines(e.describe() for e in found),
+    )
+
+
+def edit_options(func: Callable[..., None]) -> Callable[..., None]:
+    """(--arch A... | --all-arches) [--flavour F]... [--layer L] [--upstream PATH]."""
+    options = (
+        click.option(
+            "--layer",
+            default=None,
+            help="Layer to write (default: the most "
+            "specific layer all selected arches/flavours share).",
+        ),
+        UPSTREAM_OPTION,
+        click.option("--flavour", "flavours", multiple=True, help="Flavour (default: all)."),
+        click.option("--all-arches", is_flag=True, help="Every arch of the manifest."),
+        click.option("--arch", "arches", multiple=True, help="Arch (repeatable)."),
+    )
+    for option in options:
+        func = option(func)
+    return func
+
+
+def _edit(
+    options: Options,
+    symbol: str,
+    value: configs.Value,
+    arches: tuple[str, ...],
+    all_arches: bool,
+    flavours: tuple[str, ...],
+    layer: str | None,
+    local_tarball: UpstreamChoice,
+) -> None:
+    if bool(arches) == all_arches:
+        raise InputError("name the arches: --arch A (repeatable) or --all-arches")
+    with open_project(options) as project:
+        targets = _targets(project, arches, flavours)
+        up = resolve_upstream(project, local_tarball)
+        edit, found = config_ops.set_symbol(project, up, symbol, value, targets, layer)
+    where = f"{edit.path.relative_to(options.repo)}:{edit.line}"
+    change = f"{edit.before} -> {edit.after}" if edit.before else f"added {edit.after}"
+    data = {
+        "file": str(edit.path),
+        "line": edit.line,
+        "before": edit.before,
+        "after": edit.after,
+        "effects": [
+            {
+                "arch": e.target.arch,
+                "flavour": e.target.flavour,
+                "value": e.actual,
+                "from": e.winner,
+                "reason": e.reason,
+            }
+            for e in found
+        ],
+    }
+    emit(options, data, echo_lines([f"{where}: {change}", *(e.describe() for e in found)]))
+
+
+@command(config_group, name="set")
+@click.argument("assignment", metavar="CONFIG_X=VALUE")
+@edit_options
+def set_(options: Options, assignment: str, **selection: Any) -> None:
+    """Set a symbol in the right fragment file and show what it did to the final configs."""
+    name, sep, raw = assignment.partition("=")
+    if not sep:
+        raise InputError(f"{assignment!r}: expected CONFIG_X=VALUE")
+    symbol = configcheck.symbol_name(name)
+    (setting,) = configs.parse_fragment(Path("<command line>"), f"CONFIG_{symbol}={raw}")
+    _edit(options, symbol, setting.value, **selection)
+
+
+@command(config_group)
+@click.argument("symbol", metavar="CONFIG_X")
+@edit_options
+def unset(options: Options, symbol: str, **selection: Any) -> None:
+    """Mark a symbol `is not set` in the right fragment file and show the effect."""
+    _edit(options, configcheck.symbol_name(symbol), None, **selection)
+
+
+@command(config_group)
+@click.argument("revisions", nargs=-1, metavar="[A] [B]")
+@config_targets
+@click.option(
+    "--to-upstream",
+    "new_tarball",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Rebase preview: resolve configs/ (at revision A, default the working tree) on "
+    "this kernel tarball too and show what changes and which fragment lines stop working.",
+)
+def diff(
+    options: Options,
+    revisions: tuple[str, ...],
+    arches: tuple[str, ...],
+    flavours: tuple[str, ...],
+    local_tarball: UpstreamChoice,
+    new_tarball: Path | None,
+) -> None:
+    """Final-config differences between git revisions A and B of configs/ (default: HEAD
+    and the working tree), or between two upstream trees (--to-upstream), by arch/flavour."""
+    if new_tarball is not None:
+        _rebase_preview(options, revisions, arches, flavours, local_tarball, new_tarball)
+        return
+    if len(revisions) > 2:
+        raise InputError("config diff takes at most two revisions")
+    defaults = ("HEAD", config_ops.WORKING_TREE)
+    pair = (*revisions, *defaults[len(revisions) :])
+    with open_project(options) as project:
+        targets = _targets(project, arches, flavours)
+        up = resolve_upstream(project, local_tarball)
+        changes = config_ops.diff_configs(project, up, (pair[0], pair[1]), targets)
+    lines = [f"{pair[0]} -> {pair[1]}: {len(changes)} change(s)", *_by_target(changes, [])]
+    data = {"from": pair[0], "to": pair[1], "changes": [_change_dict(c) for c in changes]}
+    emit(options, data, echo_lines(lines))
+
+
+def _rebase_preview(
+    options: Options,
+    revisions: tuple[str, ...],
+    arches: tuple[str, ...],
+    flavours: tuple[str, ...],
+    local_tarball: UpstreamChoice,
+    new_tarball: Path,
+) -> None:
+    if len(revisions) > 1:
+        raise InputError("config diff --to-upstream takes at most one revision")
+    revision = revisions[0] if revisions else config_ops.WORKING_TREE
+    with open_project(options) as project:
+        targets = _targets(project, arches, flavours)
+        old = resolve_upstream(project, local_tarball)
+        new = resolve_upstream(project, new_tarball)
+        preview = config_ops.rebase_preview(project, old, new, revision, targets)
+    head = (
+        f"Linux {old.version} -> Linux {new.version} ({revision}): "
+        f"{len(preview.changes)} change(s), "
+        f"{len(preview.regressions)} fragment line(s) stop working"
+    )
+    data = {
+        "from": old.describe(),
+        "to": new.describe(),
+        "revision": revision,
+        "changes": [_change_dict(c) for c in preview.changes],
+        "regressions": [f.as_dict() for f in preview.regressions],
+    }
+    emit(options, data, echo_lines([head, *_by_target(preview.changes, preview.regressions)]))
+
+
+def _by_target(
+    changes: list[configcheck.ValueChange], findings: list[configcheck.Finding]
+) -> list[str]:
+    """Changes then findings, grouped under `arch/flavour:` headings in a stable order."""
+    targets = {c.target for c in changes} | {f.target for f in findings}
+    lines = []
+    for target in sorted(targets, key=lambda t: (t.arch, t.flavour)):
+        lines.append(f"{target.arch}/{target.flavour}:")
+        lines += [f"  {f.describe()}" for f in findings if f.target == target]
+        lines += [f"  {c.describe()}" for c in changes if c.target == target]
+    return lines
+
+
+def _change_dict(change: configcheck.ValueChange) -> dict[str, Any]:
+    return {
+        "arch": change.target.arch,
+        "flavour": change.target.flavour,
+        "symbol": change.symbol,
+        "before": change.before,
+        "after": change.after,
+    }
+
+
+class ConfigCheckFailed(ConfigError):
+    def __init__(self, message: str, details: list[str], payload: dict[str, Any]) -> None:
+        super().__init__(message, details=details)
+        self.payload = payload

@@ -1,0 +1,113 @@
+"""Options several commands share: the upstream tree, the build selection, the results
+root, and existing paths."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from kxen.errors import InputError
+from kxen.project import GitSnapshot, UpstreamChoice
+from kxen.upstream import snapshot
+
+RESULTS_OPTION = click.option(
+    "--results",
+    "results_root",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Results root (default: results/ in the checkout).",
+)
+
+
+def upstream_options(func: Callable[..., None]) -> Callable[..., None]:
+    """--upstream TARBALL|CHECKOUT and --ref, handed to `func` as one `local_tarball`
+    (a `UpstreamChoice`)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, local_tarball: Path | None, ref: str | None, **kwargs: Any) -> None:
+        func(*args, local_tarball=_upstream_choice(local_tarball, ref), **kwargs)
+
+    options = (
+        click.option(
+            "--ref",
+            default=None,
+            help="With --upstream CHECKOUT: the commit, tag or branch to snapshot (default HEAD).",
+        ),
+        click.option(
+            "--upstream",
+            "local_tarball",
+            type=click.Path(exists=True, path_type=Path),
+            default=None,
+            help="Use this local kernel tarball (e.g. Debian's linux-source-6.1) or kernel git "
+            "checkout (a reproducible snapshot of --ref) instead of the manifest's kernel.org "
+            "files.",
+        ),
+    )
+    for option in options:
+        wrapper = option(wrapper)
+    return wrapper
+
+
+UPSTREAM_OPTION = upstream_options
+
+
+def _upstream_choice(path: Path | None, ref: str | None) -> UpstreamChoice:
+    if path is None:
+        if ref is not None:
+            raise InputError("--ref needs --upstream CHECKOUT (a kernel git checkout)")
+        return None
+    if path.is_dir():
+        if not snapshot.is_checkout(path):
+            raise InputError(f"--upstream {path}: a directory must be a kernel git checkout")
+        return GitSnapshot(path, ref or "HEAD")
+    if ref is not None:
+        raise InputError(f"--ref {ref}: only a git checkout has refs, {path} is a file")
+    return path
+
+
+@dataclasses.dataclass(frozen=True)
+class Selection:
+    """What to build: the options shared by every command that renders a spec."""
+
+    flavour: str
+    local_tarball: UpstreamChoice
+    buildid: str | None
+
+
+def selection_options(func: Callable[..., None]) -> Callable[..., None]:
+    """Add --flavour/--upstream/--buildid and hand them to `func` as one `Selection`."""
+
+    @functools.wraps(func)
+    def wrapper(
+        *args: Any,
+        flavour: str,
+        local_tarball: UpstreamChoice,
+        buildid: str | None,
+        **kwargs: Any,
+    ) -> None:
+        func(*args, selection=Selection(flavour, local_tarball, buildid), **kwargs)
+
+    options: tuple[Callable[[Callable[..., None]], Callable[..., None]], ...] = (
+        click.option(
+            "--buildid",
+            default=None,
+            help="Mark the release (e.g. .local); overrides the manifest.",
+        ),
+        UPSTREAM_OPTION,
+        click.option(
+            "--flavour", default="default", show_default=True, help="Config flavour to build."
+        ),
+    )
+    decorated: Callable[..., None] = wrapper
+    for option in options:
+        decorated = option(decorated)
+    return decorated
+
+
+def existing_path(dir_okay: bool = False, file_okay: bool = True) -> click.Path:
+    return click.Path(exists=True, dir_okay=dir_okay, file_okay=file_okay, path_type=Path)

@@ -1,0 +1,407 @@
+"""Kconfig fragments in layers, resolved into full configs by the kernel's own kconfig.
+
+`configs/layers.yaml` declares, per flavour and arch, the layers applied in
+order (kernel-ark style: base -> x86 -> arch -> flavour); a later layer
+overrides an earlier one and every value keeps the file:line it came from.
+The merged fragment is resolved with `make olddefconfig` (unset symbols take
+their Kconfig default) or `make allnoconfig KCONFIG_ALLCONFIG=` (unset symbols
+are switched off: how the minimal smoke flavour stays small), in an O= build
+directory per tree and arch so the upstream tree itself is never written and
+the kconfig tools are compiled once.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import os
+import re
+import shutil
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kxen.config import toolchain
+from kxen.errors import ConfigError, InputError
+from kxen.support import inputs, integrity
+from kxen.support.fsutil import atomic_write_text, exclusive_lock, scratch_dir
+from kxen.support.runner import Runner
+
+LAYERS_FILE = "layers.yaml"
+UPSTREAM_LAYER_PREFIX = "upstream:"
+RESOLVE_MODES = {"olddefconfig": "olddefconfig", "allnoconfig": "allnoconfig"}
+KERNEL_ARCH = {"x86_64": "x86_64", "i686": "i386"}
+CPUS = os.cpu_count() or 1
+
+_SET_RE = re.compile(
+    r'^CONFIG_([A-Za-z0-9_]+)=(y|m|n|-?[0-9]+|0[xX][0-9a-fA-F]+|"(?:[^"\\]|\\.)*")$'
+)
+_UNSET_RE = re.compile(r"^# CONFIG_([A-Za-z0-9_]+) is not set$")
+_UNSET_START = "# CONFIG_"
+"""A comment starting so must be exactly an unset line: `# CONFIG_X is not set # x` is not."""
+
+Value = str | None
+"""A symbol's value as .config spells it (`y`, `m`, `64`, `"text"`); None is "not set"."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    symbol: str
+    value: Value
+    file: Path
+    line: int
+
+    @property
+    def where(self) -> str:
+        return f"{self.file}:{self.line}"
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    """A value a fragment asked for that did not survive Kconfig resolution."""
+
+    setting: Setting
+    actual: Value
+
+    def describe(self) -> str:
+        return (
+            f"{self.setting.where}: CONFIG_{self.setting.symbol}: asked for "
+            f"{show(self.setting.value)}, got {show(self.actual)}"
+        )
+
+
+@dataclass(frozen=True)
+class Target:
+    arch: str
+    flavour: str
+
+    def config_name(self, kernelversion: str) -> str:
+        """Spec Source name: kernel-<version>-<arch>[-<flavour>]-xen.config."""
+        suffix = "" if self.flavour == "default" else f"-{self.flavour}"
+        return f"kernel-{kernelversion}-{self.arch}{suffix}-xen.config"
+
+
+@dataclass(frozen=True)
+class FlavourLayers:
+    resolve: str
+    layers: Mapping[str, tuple[str, ...]]
+
+
+@dataclass
+class Merged:
+    """The merged request for one target, with where every value came from."""
+
+    target: Target
+    resolve: str
+    settings: dict[str, Setting] = field(default_factory=dict)
+    overridden: list[tuple[Setting, Setting]] = field(default_factory=list)
+
+    def provenance(self, symbol: str) -> list[Setting]:
+        """Every layer line that sets `symbol`, in layer order; the last one wins."""
+        chain = [earlier for earlier, _ in self.overridden if earlier.symbol == symbol]
+        final = self.settings.get(symbol)
+        return [*chain, final] if final else chain
+
+    def fragment_text(self) -> str:
+        lines = [f"# kxen: merged layers for {self.target.arch}/{self.target.flavour}"]
+        lines += [format_setting(s.symbol, s.value) for s in self.settings.values()]
+        return "\n".join(lines) + "\n"
+
+
+def show(value: Value) -> str:
+    return "is not set" if value is None else value
+
+
+def format_setting(symbol: str, value: Value) -> str:
+    return f"# CONFIG_{symbol} is not set" if value is None else f"CONFIG_{symbol}={value}"
+
+
+# --- reading fragments -----------------------------------------------------
+
+
+def parse_fragment(
+    path: Path, text: str | None = None, *, root: Path | None = None
+) -> list[Setting]:
+    """Settings of one fragment or .config; `CONFIG_X=n` reads as "not set".
+
+    Without `text` the file is read through the input gate, inside `root` (the checkout,
+    or the tree for an upstream layer; default: the file's directory)."""
+    if text is None:
+        text = inputs.read_text(path, root or path.parent, inputs.FRAGMENT_FILE)
+    settings = []
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line:
+            continue
+        if match := _SET_RE.match(line):
+            value: Value = None if match[2] == "n" else match[2]
+            settings.append(Setting(match[1], value, path, number))
+        elif match := _UNSET_RE.match(line):
+            settings.append(Setting(match[1], None, path, number))
+        elif line.startswith("#") and not line.startswith(_UNSET_START):
+            continue
+        else:
+            raise InputError(
+                f"{path}:{number}: malformed line {inputs.excerpt(line)} (expected "
+                "CONFIG_X=value or '# CONFIG_X is not set')"
+            )
+    return settings
+
+
+def parse_config_values(text: str) -> dict[str, Value]:
+    return {s.symbol: s.value for s in parse_fragment(Path(".config"), text)}
+
+
+def load_layers(configs_dir: Path) -> dict[str, FlavourLayers]:
+    path = configs_dir / LAYERS_FILE
+    if not path.exists() and not path.is_symlink():
+        raise InputError(f"{path}: missing (it declares the layer order)")
+    data, _ = inputs.load_yaml(inputs.read_text(path, configs_dir.parent), str(path))
+    if (
+        not isinstance(data, dict)
+        or set(data) != {"flavours"}
+        or not isinstance(data["flavours"], dict)
+    ):
+        raise InputError(f"{path}: expected a single 'flavours:' mapping")
+    flavours: dict[str, FlavourLayers] = {}
+    for flavour, spec in data["flavours"].items():
+        flavours[flavour] = _flavour_layers(path, flavour, spec)
+    return flavours
+
+
+def _flavour_layers(path: Path, flavour: str, spec: Any) -> FlavourLayers:
+    where = f"{path}: flavours.{flavour}"
+    if not isinstance(spec, dict) or set(spec) - {"resolve", "layers"}:
+        raise InputError(f"{where}: expected keys 'resolve' and 'layers'")
+    resolve = spec.get("resolve")
+    if resolve not in RESOLVE_MODES:
+        raise InputError(f"{where}.resolve: expected one of {', '.join(RESOLVE_MODES)}")
+    layers = spec.get("layers")
+    if not isinstance(layers, dict):
+        raise InputError(f"{where}.layers: expected a mapping of arch to layer list")
+    result: dict[str, tuple[str, ...]] = {}
+    for arch, names in layers.items():
+        if arch not in KERNEL_ARCH:
+            raise InputError(f"{where}.layers.{arch}: unknown arch (expected i686 or x86_64)")
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise InputError(f"{where}.layers.{arch}: expected a list of layer names")
+        result[arch] = tuple(names)
+    return FlavourLayers(resolve, result)
+
+
+def layer_files(configs_dir: Path, tree: Path | None, layer: str) -> list[Path]:
+    if layer.startswith(UPSTREAM_LAYER_PREFIX):
+        relative = layer[len(UPSTREAM_LAYER_PREFIX) :]
+        if tree is None:
+            raise InputError(f"layer {layer}: needs the upstream tree")
+        if ".." in Path(relative).parts or relative.startswith("/"):
+            raise InputError(f"layer {layer}: must be a path inside the tree")
+        path = tree / relative
+        inputs.contained(path, tree)
+        if not path.is_file():
+            raise InputError(f"layer {layer}: {relative} does not exist in this tree")
+        return [path]
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", layer) or ".." in layer:
+        raise InputError(
+            f"{configs_dir / LAYERS_FILE}: layer {inputs.excerpt(layer)} is not a directory name"
+        )
+    directory = configs_dir / layer
+    inputs.contained(directory, configs_dir.parent)
+    if not directory.is_dir():
+        raise InputError(
+            f"{configs_dir / LAYERS_FILE}: layer {layer!r} has no directory {directory}"
+        )
+    return sorted(directory.glob("*.config"), key=lambda p: p.name.encode())
+
+
+def merge(
+    configs_dir: Path, target: Target, tree: Path | None, flavours: Mapping[str, FlavourLayers]
+) -> Merged:
+    spec = flavours.get(target.flavour)
+    if spec is None:
+        raise InputError(f"{configs_dir / LAYERS_FILE}: no flavour {target.flavour!r}")
+    names = spec.layers.get(target.arch)
+    if names is None:
+        raise InputError(
+            f"{configs_dir / LAYERS_FILE}: flavour {target.flavour} declares no layers for "
+            f"{target.arch}"
+        )
+    merged = Merged(target, spec.resolve)
+    for layer in names:
+        in_layer: dict[str, Setting] = {}
+        root = tree if layer.startswith(UPSTREAM_LAYER_PREFIX) and tree else configs_dir.parent
+        for path in layer_files(configs_dir, tree, layer):
+            for setting in parse_fragment(path, root=root):
+                if first := in_layer.get(setting.symbol):
+                    raise InputError(
+                        f"{setting.where}: CONFIG_{setting.symbol} is already set in this "
+                        f"layer at {first.where}"
+                    )
+                in_layer[setting.symbol] = setting
+        for symbol, setting in in_layer.items():
+            if previous := merged.settings.pop(symbol, None):
+                merged.overridden.append((previous, setting))
+            merged.settings[symbol] = setting
+    return merged
+
+
+# --- resolving with the kernel's kconfig ------------------------------------
+
+
+@dataclass(frozen=True)
+class Resolved:
+    target: Target
+    text: str
+    values: dict[str, Value]
+    mismatches: tuple[Mismatch, ...]
+    merged: Merged
+
+
+def resolve(
+    merged: Merged,
+    tree: Path,
+    work_root: Path,
+    runner: Runner,
+    toolchain_key: str = "",
+    quarantine: integrity.Quarantine | None = None,
+) -> Resolved:
+    """Run kconfig on the merged fragments in a per-arch O= dir (kconfig built once).
+
+    With a `toolchain_key` (see `toolchain.fingerprint`) the result is cached by
+    everything kconfig reads: the tree (`work_root` is per tree), arch, mode,
+    fragments and toolchain; an unchanged checkout then resolves in milliseconds.
+    A cached result and the O= dir are checked against the digests recorded when they
+    were made; one that fails is set aside (default: in `work_root/corrupt`) and made
+    again, so a changed byte never reaches a shipped config."""
+    arch = KERNEL_ARCH[merged.target.arch]
+    fragment = merged.fragment_text()
+    quarantine = quarantine or integrity.Quarantine(work_root / integrity.CORRUPT_DIR)
+    cached = None
+    if toolchain_key:
+        key = hashlib.sha256(
+            "\0".join((arch, merged.resolve, toolchain_key, fragment)).encode()
+        ).hexdigest()
+        cached = work_root / "resolved" / f"{key}.config"
+    text = _cached_config(cached, quarantine) if cached is not None else None
+    if text is None:
+        objdir = work_root / f"kconfig-{arch}"
+        text = _run_kconfig(merged, fragment, tree, objdir, runner, quarantine)
+        if cached is not None:
+            integrity.write_sealed(cached, text.encode())
+    values = parse_config_values(text)
+    # A fragment may record what its author's toolchain probed (a full distro config does);
+    # this host's tools decide those values, so they are not requests that can be lost.
+    mismatches = tuple(
+        Mismatch(setting, values.get(symbol))
+        for symbol, setting in merged.settings.items()
+        if values.get(symbol) != setting.value and not toolchain.is_toolchain_symbol(symbol)
+    )
+    return Resolved(merged.target, text, values, mismatches, merged)
+
+
+def _cached_config(path: Path, quarantine: integrity.Quarantine) -> str | None:
+    try:
+        data = integrity.read_sealed(path)
+    except integrity.Corrupt as corrupt:
+        parts = integrity.sealed_parts(path)
+        quarantine.set_aside(parts, corrupt, "resolved config", "resolving it again")
+        return None
+    return None if data is None else data.decode()
+
+
+_KCONFIG_OUTPUTS = (".config", ".config.old")
+"""What every kconfig run rewrites in the O= dir: outside its manifest."""
+
+
+def _run_kconfig(
+    merged: Merged,
+    fragment: str,
+    tree: Path,
+    objdir: Path,
+    runner: Runner,
+    quarantine: integrity.Quarantine,
+) -> str:
+    arch = KERNEL_ARCH[merged.target.arch]
+    lock = objdir.with_name(f"{objdir.name}.lock")
+    with exclusive_lock(lock, f"kconfig directory {objdir}", wait=True):
+        _check_objdir(objdir, quarantine)
+        objdir.mkdir(parents=True, exist_ok=True)
+        config = objdir / ".config"
+        config.unlink(missing_ok=True)
+        try:
+            with scratch_dir(objdir.parent, ".merge-") as scratch:
+                fragment_file = scratch / "merged.config"
+                fragment_file.write_text(fragment)
+                make: list[str | Path] = ["make", "-s", "-C", tree, f"O={objdir}", f"ARCH={arch}"]
+                if merged.resolve == "allnoconfig":
+                    command = [*make, f"KCONFIG_ALLCONFIG={fragment_file}", "allnoconfig"]
+                else:
+                    config.write_text(fragment)
+                    command = [*make, "olddefconfig"]
+                result = runner.run(command, check=False)
+        except BaseException:
+            shutil.rmtree(objdir, ignore_errors=True)  # half-built by us: nothing to keep
+            raise
+        # What make built from the verified tree: the record the next run checks against.
+        integrity.record(objdir, objdir / integrity.MANIFEST_NAME, ignore=_KCONFIG_OUTPUTS)
+        if not result.ok:
+            raise ConfigError(
+                f"{merged.target.arch}/{merged.target.flavour}: kconfig failed",
+                details=result.output.strip().splitlines()[-10:],
+            )
+        return config.read_text()
+
+
+def _check_objdir(objdir: Path, quarantine: integrity.Quarantine) -> None:
+    """The O= dir holds the compiled `conf` that decides every value: verify it whole."""
+    if not objdir.exists() and not objdir.is_symlink():
+        return
+    try:
+        integrity.verify(objdir, objdir / integrity.MANIFEST_NAME, ignore=_KCONFIG_OUTPUTS)
+    except integrity.Corrupt as corrupt:
+        quarantine.set_aside(objdir, corrupt, "kconfig build directory", "building it again")
+
+
+def generate(
+    configs_dir: Path,
+    targets: Iterable[Target],
+    tree: Path,
+    work_root: Path,
+    runner: Runner,
+    toolchain_key: str = "",
+    quarantine: integrity.Quarantine | None = None,
+) -> list[Resolved]:
+    """Resolve every target; refuse if any requested value did not survive.
+
+    Targets run concurrently (kconfig is a subprocess): each arch has its own O= dir
+    under a lock, so two arches proceed in parallel and two flavours of one arch take
+    turns instead of racing on the kconfig tools kbuild compiles there."""
+    flavours = load_layers(configs_dir)
+    merged = [merge(configs_dir, t, tree, flavours) for t in targets]
+
+    def one(target: Merged) -> Resolved:
+        return resolve(target, tree, work_root, runner, toolchain_key, quarantine)
+
+    with concurrent.futures.ThreadPoolExecutor(max(1, min(len(merged), CPUS))) as pool:
+        try:
+            results = list(pool.map(one, merged))
+        except BaseException:
+            runner.stop_all()  # Ctrl-C reaches this thread only: stop the other makes too
+            raise
+    lost = [m for r in results for m in r.mismatches]
+    if lost:
+        raise ConfigError(
+            f"{len(lost)} requested config value(s) did not survive kconfig",
+            details=[m.describe() for m in lost],
+        )
+    return results
+
+
+def write_configs(results: Iterable[Resolved], kernelversion: str, outdir: Path) -> list[Path]:
+    paths = []
+    for result in results:
+        path = outdir / result.target.config_name(kernelversion)
+        atomic_write_text(path, result.text)
+        paths.append(path)
+    return paths

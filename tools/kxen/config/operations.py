@@ -1,0 +1,230 @@
+"""Config commands over a checkout: generate the configs the spec ships, check and
+explain them with the Kconfig model of the tree, edit one symbol in the right layer,
+and diff two revisions of configs/ or two upstream trees."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import multiprocessing
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from kxen.config import check as configcheck
+from kxen.config import edit as configedit
+from kxen.config import fragments as configs
+from kxen.config import kconfig, toolchain
+from kxen.config.model import KconfigModel
+from kxen.errors import ConfigError, InputError, KxenError
+from kxen.project import (
+    Project,
+    check_space,
+    prepared_tree,
+    probe_dir,
+)
+from kxen.support import integrity
+from kxen.support.fsutil import scratch_dir
+from kxen.upstream import origin
+
+
+def generate_configs(
+    project: Project, up: origin.Upstream, targets: list[configs.Target], outdir: Path
+) -> list[Path]:
+    check_space(project, up, {outdir: 1 + len(targets)})
+    project.progress.phase("tree", f"Linux {up.version}")
+    tree = prepared_tree(project, up, integrity.CONFIG_INPUTS)
+    project.progress.phase("configs", ", ".join(f"{t.arch}/{t.flavour}" for t in targets))
+    work = project.cache / "kconfig" / up.identity
+    try:
+        resolved = configs.generate(
+            project.configs_dir,
+            targets,
+            tree,
+            work,
+            project.runner,
+            toolchain.fingerprint(),
+            project.quarantine,
+        )
+    except ConfigError as lost:
+        raise _explain_lost_values(project, up, targets, lost) from None
+    return configs.write_configs(resolved, up.version.kernelversion, outdir)
+
+
+def _explain_lost_values(
+    project: Project, up: origin.Upstream, targets: list[configs.Target], lost: ConfigError
+) -> KxenError:
+    """kconfig dropped requested values: say why, in Kconfig terms (only paid on failure).
+
+    Unknown symbols and values invalid for their type are input errors (exit 2); values
+    Kconfig could not give are config errors (exit 4) with the unmet dependency."""
+    report = check_configs(project, up, targets)
+    failing = [f for f in report.findings if f.kind in configcheck.FAILING_KINDS]
+    if not failing:
+        return lost
+    details = [f"{f.target.arch}/{f.target.flavour}: {f.describe()}" for f in failing]
+    if any(f.kind in ("unknown", "invalid") for f in failing):
+        return InputError(f"{len(failing)} fragment value(s) cannot be used", details=details)
+    return ConfigError(f"{len(failing)} requested config value(s) did not survive", details=details)
+
+
+def _kconfig_models(
+    project: Project, up: origin.Upstream, targets: list[configs.Target]
+) -> tuple[Path, dict[str, KconfigModel]]:
+    project.progress.phase("tree", f"Linux {up.version}")
+    tree = prepared_tree(project, up, integrity.CONFIG_INPUTS)
+    models = {}
+    for arch in sorted({target.arch for target in targets}):
+        project.progress.phase("kconfig", f"reading Kconfig for {arch}")
+        models[arch] = kconfig.load(tree, arch, probe_dir(project, up))
+    return tree, models
+
+
+def check_configs(
+    project: Project, up: origin.Upstream, targets: list[configs.Target]
+) -> configcheck.CheckReport:
+    """`kxen config check`: every target resolved with its arch's Kconfig model.
+
+    Each arch's model is loaded and checked in a process of its own (Kconfig parsing
+    is CPU-bound Python), as many at once as there are CPUs."""
+    project.progress.phase("tree", f"Linux {up.version}")
+    tree = prepared_tree(project, up, integrity.CONFIG_INPUTS)
+    by_arch: dict[str, list[configs.Target]] = {}
+    for target in targets:
+        by_arch.setdefault(target.arch, []).append(target)
+    jobs = [
+        _ArchCheck(
+            project.configs_dir, arch, tuple(group), tree, probe_dir(project, up), project.root
+        )
+        for arch, group in sorted(by_arch.items())
+    ]
+    project.progress.phase("check", ", ".join(f"{t.arch}/{t.flavour}" for t in targets))
+    workers = min(len(jobs), os.cpu_count() or 1)
+    if workers > 1:
+        context = multiprocessing.get_context("fork")
+        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+            parts = list(pool.map(_check_arch, jobs))
+    else:
+        parts = [_check_arch(job) for job in jobs]
+    found = [finding for part in parts for finding in part]
+    return configcheck.report(project.configs_dir, targets, found)
+
+
+@dataclass(frozen=True)
+class _ArchCheck:
+    configs_dir: Path
+    arch: str
+    targets: tuple[configs.Target, ...]
+    tree: Path
+    probe_dir: Path
+    repo_root: Path
+
+
+def _check_arch(job: _ArchCheck) -> list[configcheck.Finding]:
+    model = kconfig.load(job.tree, job.arch, job.probe_dir)
+    return configcheck.findings(
+        job.configs_dir, job.targets, job.tree, {job.arch: model}, job.repo_root
+    )
+
+
+def explain_symbol(
+    project: Project, up: origin.Upstream, symbol: str, targets: list[configs.Target]
+) -> list[configcheck.Explanation]:
+    tree, models = _kconfig_models(project, up, targets)
+    project.progress.phase("explain", f"CONFIG_{symbol}")
+    return configcheck.explain(project.configs_dir, symbol, targets, tree, models, project.root)
+
+
+def set_symbol(
+    project: Project,
+    up: origin.Upstream,
+    symbol: str,
+    value: configs.Value,
+    targets: list[configs.Target],
+    layer: str | None,
+) -> tuple[configedit.Edit, list[configcheck.Effect]]:
+    """`kxen config set/unset`: validate against Kconfig, write one line, show the effect."""
+    flavours = configs.load_layers(project.configs_dir)
+    everyone = [
+        configs.Target(arch, flavour)
+        for flavour in project.manifest.flavours
+        for arch in project.manifest.arches
+    ]
+    chosen = configedit.choose_layer(targets, everyone, flavours, layer)
+    touched = configedit.users_of(chosen, everyone, flavours)
+    tree, models = _kconfig_models(project, up, touched)
+    for explained in configcheck.explain(
+        project.configs_dir, symbol, targets, tree, models, project.root
+    ):
+        model = models[explained.target.arch]
+        if not model.valid_value(symbol, value):
+            ranges = "; ".join(explained.info.ranges)
+            raise InputError(
+                f"CONFIG_{symbol}: {configs.show(value)} is not a valid "
+                f"{model.symbol_type(symbol)} value for {explained.target.arch}/"
+                f"{explained.target.flavour}" + (f" (range {ranges})" if ranges else "")
+            )
+    project.progress.phase("edit", f"{chosen}: CONFIG_{symbol}")
+    edit = configedit.write_setting(project.configs_dir, chosen, symbol, value)
+    found = configcheck.effects(
+        project.configs_dir, symbol, value, touched, tree, models, project.root
+    )
+    return edit, found
+
+
+WORKING_TREE = "WORKTREE"
+
+
+def diff_configs(
+    project: Project,
+    up: origin.Upstream,
+    revisions: tuple[str, str],
+    targets: list[configs.Target],
+) -> list[configcheck.ValueChange]:
+    """`kxen config diff A B`: final-config differences between two revisions of configs/."""
+    tree, models = _kconfig_models(project, up, targets)
+    finals = []
+    with scratch_dir(project.cache, ".diff-") as scratch:
+        for index, revision in enumerate(revisions):
+            project.progress.phase("diff", f"resolving {revision}")
+            configs_dir = _configs_at(project, revision, scratch / str(index))
+            finals.append(configcheck.final_values(configs_dir, targets, tree, models))
+    return configcheck.diff_values(finals[0], finals[1])
+
+
+def rebase_preview(
+    project: Project,
+    old: origin.Upstream,
+    new: origin.Upstream,
+    revision: str,
+    targets: list[configs.Target],
+) -> configcheck.RebasePreview:
+    """`kxen config diff --to-upstream NEW`: configs/ at `revision` on the old and new tree."""
+    with scratch_dir(project.cache, ".rebase-") as scratch:
+        configs_dir = _configs_at(project, revision, scratch / "configs-at")
+        finals, reports = [], []
+        for up in (old, new):  # one tree's models at a time: they are ~60 MiB per arch
+            tree, models = _kconfig_models(project, up, targets)
+            project.progress.phase("diff", f"resolving on Linux {up.version}")
+            finals.append(configcheck.final_values(configs_dir, targets, tree, models))
+            reports.append(configcheck.check(configs_dir, targets, tree, models, project.root))
+            del models
+    return configcheck.RebasePreview(
+        configcheck.diff_values(finals[0], finals[1]),
+        configcheck.regressions(reports[0], reports[1]),
+    )
+
+
+def _configs_at(project: Project, revision: str, into: Path) -> Path:
+    """configs/ as of a git revision of the checkout (or the working tree)."""
+    if revision == WORKING_TREE:
+        return project.configs_dir
+    into.mkdir(parents=True)
+    tarball = into / "configs.tar"
+    archive = project.runner.run(
+        ["git", "-C", project.root, "archive", "--format=tar", "-o", tarball, revision, "configs"],
+        check=False,
+    )
+    if not archive.ok:
+        raise InputError(f"git revision {revision!r}: {archive.output.strip().splitlines()[-1]}")
+    project.runner.run(["tar", "-xf", tarball, "-C", into])
+    return into / "configs"
