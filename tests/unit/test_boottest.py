@@ -4,7 +4,10 @@ the console watcher's verdicts, tool lookup and the bounded QEMU run."""
 from __future__ import annotations
 
 import gzip
+import os
+import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -14,10 +17,11 @@ from kxen.errors import InputError
 from kxen.inspect import boottest
 from kxen.inspect.boottest import images, pieces
 from kxen.inspect.boottest.initramfs import Initramfs
-from kxen.support.progress import NullProgress
-from kxen.support.runner import SubprocessRunner
+from kxen.support.progress import NullProgress, Progress
+from kxen.support.runner import StoppedError, SubprocessRunner
 
 from ..support import XEN_BOOT_STAGES
+from .test_runner import process_gone
 
 TOKEN = "0123456789abcdef"
 RELEASE = "6.1.192-1.smoke.x86_64+xen"
@@ -170,6 +174,53 @@ TRIPLE_FAULT = [
     "kxen-dom0: domain gone",
 ]
 PV_MARKER = f"[domU] kxen-boot-test {TOKEN} release={RELEASE} guest_type=PV"
+# dom0 powers the machine off; without ACPI power-off QEMU would idle on, and does here
+POWERED_OFF = "(XEN) Preparing system for ACPI S5 state."
+
+
+class ScriptedQemu:
+    """A `qemu-system-x86_64` first on PATH, run by the real runner: its Nth start records
+    its PID in `starts`, prints the Nth scripted console, then exits if that console
+    ends with the guest's marker, else hangs until it is stopped."""
+
+    def __init__(self, root: Path, monkeypatch: pytest.MonkeyPatch, boots: list[list[str]]):
+        self.root = root
+        bin_dir = root / "bin"
+        bin_dir.mkdir()
+        for n, lines in enumerate(boots, 1):
+            (root / f"boot{n}.txt").write_text("".join(f"{line}\r\n" for line in lines))
+            if lines[-1] == PV_MARKER:
+                (root / f"boot{n}.exits").touch()
+        qemu = bin_dir / boottest.QEMU
+        qemu.write_text(
+            "#!/bin/sh\n"
+            f"cd '{root}'\n"
+            "echo $$ >> starts\n"
+            "n=$(grep -c . starts)\n"
+            'cat "boot$n.txt"\n'
+            '[ -e "boot$n.exits" ] && exit 0\n'
+            "exec sleep 300\n"
+        )
+        qemu.chmod(0o755)
+        monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+
+    @property
+    def starts(self) -> list[int]:
+        path = self.root / "starts"
+        return [int(pid) for pid in path.read_text().split()] if path.exists() else []
+
+    def boot(
+        self,
+        runner: SubprocessRunner,
+        attempts: int,
+        timeout: float = 60,
+        progress: Progress | None = None,
+    ) -> boottest.BootResult:
+        log = self.root / "boot.log"
+        request = boottest.BootRequest(Path("k.rpm"), "pv", timeout, log, attempts=attempts)
+        result = boottest.BootResult("k.rpm", "pv", RELEASE, "PV", log=str(log))
+        watch = boottest.Watcher.factory(TOKEN, "pv", progress or NullProgress())
+        return boottest._boot([boottest.QEMU], request, result, watch, runner)
 
 
 @pytest.mark.parametrize(
@@ -190,22 +241,14 @@ def test_only_a_guest_killed_before_its_first_line_boots_again(
     passed: bool,
     runs: int,
 ) -> None:
-    scripted = iter(boots)
-
-    def qemu(
-        argv: list[str], runner: object, watcher: boottest.Watcher, timeout: float, log: Path
-    ) -> None:
-        lines = next(scripted)
-        log.write_text("\n".join(lines))
-        for line in lines:
-            watcher.feed(line)
-
-    monkeypatch.setattr(boottest, "_run_bounded", qemu)
-    log = tmp_path / "boot.log"
-    request = boottest.BootRequest(Path("k.rpm"), "pv", 300, log, attempts=attempts)
-    result = boottest.BootResult("k.rpm", "pv", RELEASE, "PV", log=str(log))
-    watch = boottest.Watcher.factory(TOKEN, "pv", NullProgress())
-    boottest._boot(["qemu"], request, result, watch, SubprocessRunner())
+    """Through the real runner: each hanging QEMU is stopped once its outcome settled
+    (shortly after it powered off) and the next attempt really starts."""
+    monkeypatch.setattr(boottest, "POWER_DOWN_GRACE_SECONDS", 0.2)
+    hanging = [lines if lines[-1] == PV_MARKER else [*lines, POWERED_OFF] for lines in boots]
+    qemu = ScriptedQemu(tmp_path, monkeypatch, hanging)
+    result = qemu.boot(SubprocessRunner(), attempts)
+    assert len(qemu.starts) == runs
+    assert all(process_gone(pid) for pid in qemu.starts)
     assert result.passed is passed
     assert len(result.earlier_attempts) == runs - 1
     for n, earlier in enumerate(result.earlier_attempts, 1):
@@ -216,6 +259,48 @@ def test_only_a_guest_killed_before_its_first_line_boots_again(
         assert result.failure is None and result.guest_type == "PV"
     else:
         assert "Triple fault" in (result.failure or "")
+
+
+def test_an_attempt_stopped_at_its_timeout_boots_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bug of `--attempts 2`: stopping the first QEMU at the timeout retired the
+    runner, so the second attempt was refused (StoppedError) instead of started."""
+    qemu = ScriptedQemu(tmp_path, monkeypatch, [TRIPLE_FAULT, [*XEN_BOOT, PV_MARKER]])
+    runner = SubprocessRunner()
+    started = time.monotonic()
+    result = qemu.boot(runner, attempts=2, timeout=3)
+    first, second = qemu.starts
+    assert 3 <= time.monotonic() - started < 20  # the first QEMU hung until its timeout
+    assert process_gone(first) and process_gone(second)
+    assert result.passed and result.guest_type == "PV"
+    [earlier] = result.earlier_attempts
+    assert earlier["failure"].startswith("Xen killed the guest: d1v0 Triple fault")
+    first_log = Path(earlier["log"]).read_text().splitlines()
+    assert first_log[0].startswith("$ cd ") and first_log[0].endswith(f" && {boottest.QEMU}")
+    assert runner.run(["true"]).ok  # and the runner still runs commands
+
+
+class InterruptOnFirstStage(NullProgress):
+    """Ctrl-C, shortly after QEMU's console showed Xen starting."""
+
+    def step(self, text: str) -> None:
+        if text.startswith("Xen started"):
+            threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT)).start()
+
+
+def test_ctrl_c_during_a_boot_stops_everything_and_starts_nothing_more(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    qemu = ScriptedQemu(tmp_path, monkeypatch, [TRIPLE_FAULT[:2], [*XEN_BOOT, PV_MARKER]])
+    runner = SubprocessRunner()
+    with pytest.raises(KeyboardInterrupt):
+        qemu.boot(runner, attempts=2, progress=InterruptOnFirstStage())
+    [pid] = qemu.starts
+    assert process_gone(pid)
+    with pytest.raises(StoppedError):
+        runner.run(["true"])
+    assert len(qemu.starts) == 1
 
 
 def test_native_boots_expect_no_hypervisor() -> None:

@@ -20,7 +20,7 @@ from kxen.errors import SourceError
 from kxen.inspect.boottest import images, pieces
 from kxen.support import integrity
 from kxen.support.integrity import Quarantine
-from kxen.support.runner import Completed, SubprocessRunner
+from kxen.support.runner import Completed, Running, SubprocessRunner
 from kxen.upstream import origin, snapshot, sources
 from kxen.upstream import tree as upstream_tree
 
@@ -41,6 +41,9 @@ class CountingRunner:
     def run(self, argv: Sequence[str | os.PathLike[str]], **kwargs: object) -> Completed:
         self.commands.append([os.fspath(a) for a in argv])
         return self.real.run(argv, **kwargs)  # type: ignore[arg-type]
+
+    def stream(self, argv: Sequence[str | os.PathLike[str]], **kwargs: object) -> Running:
+        return self.real.stream(argv, **kwargs)  # type: ignore[arg-type]
 
 
 def _flip_a_byte(path: Path) -> None:

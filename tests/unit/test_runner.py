@@ -10,7 +10,13 @@ from pathlib import Path
 import pytest
 from kxen.errors import ExitCode, MissingToolError
 from kxen.support import runner
-from kxen.support.runner import CommandFailed, StoppedError, SubprocessRunner
+from kxen.support.runner import (
+    CommandFailed,
+    CommandTimedOut,
+    Completed,
+    StoppedError,
+    SubprocessRunner,
+)
 
 
 def test_captures_stdout_and_stderr_in_order():
@@ -83,7 +89,8 @@ def test_log_path_gets_everything_and_output_keeps_the_tail(tmp_path):
     count = runner.TAIL_LINES + 100
     result = SubprocessRunner().run(["seq", "1", str(count)], log_path=log)
     logged = log.read_text().splitlines()
-    assert logged == ["earlier run", *map(str, range(1, count + 1))]
+    command = f"$ cd {os.getcwd()} && seq 1 {count}"
+    assert logged == ["earlier run", command, *map(str, range(1, count + 1))]
     kept = result.output.splitlines()
     assert len(kept) == runner.TAIL_LINES
     assert kept[0] == str(count - runner.TAIL_LINES + 1)
@@ -98,6 +105,11 @@ def _state(pid: int) -> str | None:
     except FileNotFoundError:
         return None
     return stat.rsplit(")", 1)[1].split()[0]
+
+
+def process_gone(pid: int) -> bool:
+    """Ended: no such process, or only its exit status left for its parent."""
+    return _state(pid) in (None, "Z")
 
 
 def test_interrupt_from_on_line_kills_the_whole_process_group(tmp_path):
@@ -136,6 +148,10 @@ def test_commands_after_stop_all_are_refused_not_started(tmp_path):
     assert not running.is_alive()
     with pytest.raises(StoppedError, match="not started"):
         runner.run(["touch", str(marker)])
+    with pytest.raises(StoppedError):
+        runner.start(["touch", str(marker)])
+    with pytest.raises(StoppedError):
+        runner.stream(["touch", str(marker)])
     assert not marker.exists()
 
 
@@ -173,8 +189,8 @@ def test_sigkill_of_kxen_takes_the_command_group_with_it():
         group: list[int] = []
         while time.monotonic() < deadline and len(group) < 4:  # supervisor, sh, 2 sleeps
             children = [
-                int(p) for p in Path(f"/proc/{kxen.pid}/task/{kxen.pid}/children")
-                .read_text().split()
+                int(p)
+                for p in Path(f"/proc/{kxen.pid}/task/{kxen.pid}/children").read_text().split()
             ]
             group = _group_members(children[0]) if children else []
             time.sleep(0.1)
@@ -187,3 +203,197 @@ def test_sigkill_of_kxen_takes_the_command_group_with_it():
         time.sleep(0.1)
     assert _group_members(children[0]) == []
 
+
+# --- one command stopped, timeouts, quick commands --------------------------------
+
+
+def _pids_written_to(path: Path) -> list[int]:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not path.read_text().endswith("\n"):
+        time.sleep(0.02)
+    return [int(word) for word in path.read_text().split()]
+
+
+def _assert_all_gone(pids: list[int]) -> None:
+    assert [pid for pid in pids if not process_gone(pid)] == []
+
+
+def _group_holder(pid_file: Path) -> list[str]:
+    """A command whose group outlives its first process: a background sleep holds stdout."""
+    pid_file.touch()
+    return ["sh", "-c", f"sleep 300 & echo $$ $! > {pid_file}; echo started; wait"]
+
+
+def test_stopping_one_command_leaves_the_runner_working(tmp_path):
+    runner = SubprocessRunner()
+    pids = tmp_path / "pids"
+    running = runner.start(_group_holder(pids))
+    started = _pids_written_to(pids)
+    other = runner.start(["sh", "-c", "sleep 0.5; echo other"])
+    running.stop()
+    completed = running.wait(check=False)
+    assert completed.stopped and not completed.timed_out
+    assert completed.returncode == -signal.SIGTERM
+    assert completed.output == "started\n"
+    _assert_all_gone(started)
+    assert other.wait().output == "other\n"  # the other command ran on
+    assert runner.run(["echo", "still working"]).output == "still working\n"
+    with pytest.raises(CommandFailed):
+        running.wait()  # check=True: a stopped command did not succeed
+
+
+def test_ended_within_polls_a_started_command():
+    running = SubprocessRunner().start(["sh", "-c", "sleep 0.4; echo done"])
+    assert not running.ended_within(0.05)
+    assert running.ended_within(10)
+    assert running.wait() == Completed(
+        ("sh", "-c", "sleep 0.4; echo done"), 0, "done\n", tail=("done\n",)
+    )
+
+
+def test_a_failing_on_line_of_a_started_command_stops_it_and_reaches_wait(tmp_path):
+    pids = tmp_path / "pids"
+
+    def on_line(line: str) -> None:
+        raise ValueError(line)
+
+    running = SubprocessRunner().start(_group_holder(pids), on_line=on_line)
+    with pytest.raises(ValueError, match="started"):
+        running.wait()
+    _assert_all_gone(_pids_written_to(pids))
+
+
+def test_a_command_past_its_timeout_is_stopped_with_its_group(tmp_path):
+    pids = tmp_path / "pids"
+    began = time.monotonic()
+    completed = SubprocessRunner().run(_group_holder(pids), timeout=0.5, check=False)
+    assert time.monotonic() - began < 5
+    assert completed.timed_out and completed.stopped and not completed.ok
+    assert completed.output == "started\n"
+    _assert_all_gone(_pids_written_to(pids))
+
+
+def test_a_timeout_with_check_is_a_clear_error():
+    with pytest.raises(CommandTimedOut) as info:
+        SubprocessRunner().run(["sh", "-c", "echo waiting; sleep 30"], timeout=0.3)
+    assert info.value.message == "sh did not end within 0.3s and was stopped"
+    assert info.value.details == ["waiting"]
+    assert isinstance(info.value, CommandFailed)
+    assert info.value.completed.timed_out
+
+
+def test_a_command_within_its_timeout_is_not_touched():
+    completed = SubprocessRunner().run(["echo", "quick enough"], timeout=30)
+    assert completed.ok and not completed.timed_out and not completed.stopped
+
+
+def test_separate_stderr_keeps_both_streams_apart():
+    result = SubprocessRunner().run(
+        ["sh", "-c", "echo out; echo err >&2; exit 1"], separate_stderr=True, check=False
+    )
+    assert (result.output, result.stderr, result.returncode) == ("out\n", "err\n", 1)
+
+
+def _parent_and_group() -> list[str]:
+    # fields 4 and 5 of /proc/PID/stat: parent and process group
+    return [
+        "sh",
+        "-c",
+        "read -r pid comm state parent group rest < /proc/$$/stat; echo $parent $group $$",
+    ]
+
+
+def test_a_quick_command_skips_the_supervisor_but_not_its_own_group():
+    quick = SubprocessRunner().run(_parent_and_group(), quick=True).output.split()
+    parent, group, pid = map(int, quick)
+    assert parent == os.getpid()  # started directly, no supervisor in between
+    assert group == pid != os.getpgid(0)
+    parent, group, pid = map(int, SubprocessRunner().run(_parent_and_group()).output.split())
+    assert parent != os.getpid() and group == parent  # the supervisor leads the group
+
+
+def test_a_quick_command_has_a_timeout_even_when_none_is_given(monkeypatch, tmp_path):
+    monkeypatch.setattr(runner, "QUICK_TIMEOUT_SECONDS", 0.3)
+    completed = SubprocessRunner().run(["sleep", "30"], quick=True, check=False)
+    assert completed.timed_out
+    with pytest.raises(MissingToolError):
+        SubprocessRunner().run([tmp_path / "missing"], quick=True)
+
+
+# --- streams and pipes ------------------------------------------------------------
+
+
+def test_a_stream_is_read_by_the_caller_and_its_stderr_kept(tmp_path):
+    with SubprocessRunner().stream(["sh", "-c", "seq 1 3; echo note >&2"], cwd=tmp_path) as seq:
+        assert seq.stdout.read() == b"1\n2\n3\n"
+        completed = seq.wait()
+    assert (completed.output, completed.stderr) == ("", "note\n")
+
+
+def test_a_stream_left_unread_is_stopped_when_its_block_ends(tmp_path):
+    pids = tmp_path / "pids"
+    pids.touch()
+    producer = ["sh", "-c", f"echo $$ > {pids}; exec yes"]
+    with pytest.raises(RuntimeError), SubprocessRunner().stream(producer) as stream:
+        assert stream.stdout.read(4) == b"y\ny\n"
+        raise RuntimeError("the reader gave up")
+    _assert_all_gone(_pids_written_to(pids))
+    with SubprocessRunner().stream(producer) as stream:
+        stream.stdout.read(4)
+        completed = stream.wait(check=False)  # the reader's end closed: no blocked writer
+    assert not completed.ok
+
+
+def test_one_command_piped_into_another(tmp_path):
+    runner = SubprocessRunner()
+    with runner.stream(["printf", "piped data"]) as source:
+        result = runner.run(["tr", "a-z", "A-Z"], stdin=source.stdout)
+        assert source.wait().ok
+    assert result.output == "PIPED DATA"
+
+
+def test_a_pipe_is_stopped_whole_when_the_consumer_fails(tmp_path):
+    pids = tmp_path / "pids"
+    pids.touch()
+    runner = SubprocessRunner()
+    with (
+        pytest.raises(CommandTimedOut),
+        runner.stream(["sh", "-c", f"echo $$ > {pids}; exec yes"]) as source,
+    ):
+        runner.run(["sh", "-c", "head -c 2 >/dev/null; sleep 30"], stdin=source.stdout, timeout=0.5)
+    _assert_all_gone(_pids_written_to(pids))
+
+
+# --- command lines in the log -----------------------------------------------------
+
+
+def test_the_log_starts_with_a_command_line_that_runs_again_when_pasted(tmp_path):
+    import subprocess
+
+    work = tmp_path / "work dir"
+    work.mkdir()
+    log = tmp_path / "step.log"
+    script = 'printf "%s|%s|%s\\n" "$1" "$2" "$KXEN_TEST_VAR"; pwd'
+    argv = ["sh", "-c", script, "sh", "two words", "it's $HOME"]
+    result = SubprocessRunner().run(argv, cwd=work, env={"KXEN_TEST_VAR": "a;b"}, log_path=log)
+    first, *output = log.read_text().splitlines(keepends=True)
+    assert first.startswith(f"$ cd '{work}' && KXEN_TEST_VAR='a;b' sh -c ")
+    assert "".join(output) == result.output == f"two words|it's $HOME|a;b\n{work}\n"
+    pasted = subprocess.run(
+        ["sh", "-c", first.removeprefix("$ ")], cwd="/", capture_output=True, text=True
+    )
+    assert pasted.stdout == result.output
+
+
+def test_every_command_of_a_step_is_logged_before_its_output(tmp_path):
+    log = tmp_path / "step.log"
+    runner = SubprocessRunner()
+    runner.run(["echo", "one"], log_path=log)
+    runner.run(["sh", "-c", "echo two; echo apart >&2"], log_path=log, separate_stderr=True)
+    assert log.read_text().splitlines() == [
+        f"$ cd {os.getcwd()} && echo one",
+        "one",
+        f"$ cd {os.getcwd()} && sh -c 'echo two; echo apart >&2'",
+        "two",
+        "apart",
+    ]

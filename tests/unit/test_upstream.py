@@ -12,7 +12,7 @@ import pytest
 from kxen import manifest
 from kxen.errors import InputError, SourceError
 from kxen.support import integrity
-from kxen.support.runner import Completed, SubprocessRunner
+from kxen.support.runner import Completed, Running, SubprocessRunner
 from kxen.upstream import archive, origin, sources
 from kxen.upstream import tree as upstream_tree
 from kxen.upstream.origin import Upstream
@@ -32,6 +32,9 @@ class CountingRunner:
     def run(self, argv: Sequence[str | os.PathLike[str]], **kwargs: object) -> Completed:
         self.commands.append([os.fspath(a) for a in argv])
         return self.real.run(argv, **kwargs)  # type: ignore[arg-type]
+
+    def stream(self, argv: Sequence[str | os.PathLike[str]], **kwargs: object) -> Running:
+        return self.real.stream(argv, **kwargs)  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -117,9 +120,7 @@ def test_prerelease_makefile(tmp_path, make_tarball, makefile_text):
     tarball = make_tarball(
         tmp_path / "l.tar.xz", {"linux-6.2-rc3/Makefile": makefile_text(6, 2, 0, "-rc3").encode()}
     )
-    assert origin.from_tarball(tarball, tmp_path / "cache").version == UpstreamVersion(
-        "6.2", rc=3
-    )
+    assert origin.from_tarball(tarball, tmp_path / "cache").version == UpstreamVersion("6.2", rc=3)
 
 
 @pytest.mark.parametrize(

@@ -21,7 +21,8 @@ Reading the tree faithfully takes two things Kconfiglib does not do itself:
   `CC_VERSION_TEXT`. `scripts/Kconfig.include` runs the toolchain through
   `$(shell,...)`, so symbols such as `GCC_VERSION` or `CC_HAS_*` come out as
   the compiler on this host makes them, like `make olddefconfig` does. Those
-  commands run in a scratch directory (as `conf` runs in the O= directory).
+  commands run in a scratch directory (as `conf` runs in the O= directory),
+  through kxen's runner as quick commands: no supervisor, a timeout each.
 
 Loading 6.1 for x86 takes about 5 s (2 s of parsing, the rest is the ~90
 toolchain probes `$(shell,...)` runs) and 60 MiB peak RSS; `resolve()` takes
@@ -38,7 +39,7 @@ import io
 import json
 import os
 import re
-import subprocess
+import shlex
 import tempfile
 import threading
 import time
@@ -48,13 +49,13 @@ from typing import Any, cast
 
 import kconfiglib  # type: ignore[import-untyped]
 
+from kxen import arches
 from kxen.config import toolchain
-from kxen.config.fragments import KERNEL_ARCH
 from kxen.config.model import IgnoredAttribute, KconfigModel
-from kxen.errors import ConfigError, InputError, KxenError
+from kxen.errors import ConfigError, InputError, KxenError, MissingToolError
 from kxen.support import integrity
+from kxen.support.runner import Completed, Runner, SubprocessRunner
 
-_SRCARCH = {"i386": "x86", "x86_64": "x86"}
 _PROBE_VARIABLES = (
     "srctree",
     "ARCH",
@@ -85,6 +86,8 @@ _PROBE_VARIABLES = (
     "KCFLAGS",
 )
 """Make variables the probes' command lines expand (with the tools they name)."""
+_PROBE_TIMEOUT_SECONDS = 60.0
+"""A probe is one run of a tool, well under a second; make would wait for it forever."""
 _OPTION_WORDS = frozenset({"modules", "allnoconfig_y", "defconfig_list"})
 """Attributes newer kernels write bare and Kconfiglib only knows as `option <word>`."""
 
@@ -95,10 +98,7 @@ _BARE_WORD_LINE_RE = re.compile(r"^[^\S\n]*([a-z][a-z0-9_]*)[^\S\n]*(?:#.*)?$", 
 _LOAD_LOCK = threading.Lock()
 
 
-
 # --- reading a tree ---------------------------------------------------------
-
-
 
 
 def rewrite_kconfig_text(text: str) -> tuple[str, list[tuple[int, str]]]:
@@ -210,18 +210,18 @@ class ProbeCache:
         ).hexdigest()
         return cls(directory / f"probes-{key[:32]}.json")
 
-    def run(self, command: str, scratch: Path, env: Mapping[str, str]) -> tuple[str, str]:
+    def run(
+        self, command: str, scratch: Path, env: Mapping[str, str], runner: Runner
+    ) -> tuple[str, str]:
+        """(stdout, stderr) of `sh -c command`, from the cache or run now in `scratch`."""
         cached = self.outputs.get(command)
         if cached is not None and len(cached) == 2:
             return cached[0], cached[1]
-        result = subprocess.run(
-            command, shell=True, capture_output=True, cwd=scratch, env=env, check=False
-        )
-        stdout = result.stdout.decode("utf-8", "replace")
-        stderr = result.stderr.decode("utf-8", "replace")
-        self.outputs[command] = [stdout, stderr]
+        # as popen() runs it for Kconfig's $(shell,...)
+        result = _probe(runner, ["/bin/sh", "-c", command], env, scratch)
+        self.outputs[command] = [result.output, result.stderr]
         self.dirty = True
-        return stdout, stderr
+        return result.output, result.stderr
 
     def save(self) -> None:
         if self.path is not None and self.dirty:
@@ -233,10 +233,13 @@ class ProbeCache:
 class _TreeKconfig(kconfiglib.Kconfig):  # type: ignore[misc]
     """Kconfiglib's parser, reading each Kconfig file through rewrite_kconfig_text()."""
 
-    def __init__(self, scratch: Path, env: Mapping[str, str], probes: ProbeCache) -> None:
+    def __init__(
+        self, scratch: Path, env: Mapping[str, str], probes: ProbeCache, runner: Runner
+    ) -> None:
         self.kxen_scratch = scratch
         self.kxen_env = dict(env)
         self.kxen_probes = probes
+        self.kxen_runner = runner
         self.kxen_ignored: list[IgnoredAttribute] = []
         super().__init__("Kconfig", warn=True, warn_to_stderr=False)
 
@@ -259,7 +262,7 @@ def _shell(kconf: Any, _name: str, command: str) -> str:
     Makefile's environment (`cc-option` creates `.tmp_$$` in the current directory)."""
     tree_kconf = cast(_TreeKconfig, kconf)
     stdout, stderr = tree_kconf.kxen_probes.run(
-        command, tree_kconf.kxen_scratch, tree_kconf.kxen_env
+        command, tree_kconf.kxen_scratch, tree_kconf.kxen_env, tree_kconf.kxen_runner
     )
     if stderr:
         kconf._warn(
@@ -296,7 +299,10 @@ def _kernel_version(tree: Path) -> str:
 
 
 def kbuild_environment(
-    tree: Path, kernel_arch: str, base: Mapping[str, str] | None = None
+    tree: Path,
+    kernel_arch: str,
+    base: Mapping[str, str] | None = None,
+    runner: Runner | None = None,
 ) -> dict[str, str]:
     """The environment `make ARCH=<kernel_arch> *config` gives scripts/kconfig/conf.
 
@@ -319,7 +325,7 @@ def kbuild_environment(
         {
             "srctree": str(tree),
             "ARCH": kernel_arch,
-            "SRCARCH": _SRCARCH.get(kernel_arch, kernel_arch),
+            "SRCARCH": arches.srcarch_of(kernel_arch),
             "KERNELVERSION": _kernel_version(tree),
             "CC": cc,
             "CPP": f"{cc} -E",
@@ -348,21 +354,40 @@ def kbuild_environment(
             "LC_NUMERIC": "C",
         }
     )
-    try:
-        version = subprocess.run(
-            [cc, "--version"],
-            capture_output=True,
-            text=True,
-            env={**env, "LC_ALL": "C"},
-            check=False,
-        ).stdout
-    except OSError:
-        version = ""
-    first = version.splitlines()[0] if version.strip() else ""
+    first = _first_version_line(cc, env, runner or SubprocessRunner())
     if not first:
         raise ConfigError(f"C compiler '{cc}' not found (Kconfig runs it to probe features)")
     env["CC_VERSION_TEXT"] = first.replace("#", "")
     return env
+
+
+def _first_version_line(cc: str, env: Mapping[str, str], runner: Runner) -> str:
+    """The first line `$(CC) --version` prints ('' if there is no such compiler)."""
+    try:
+        version = _probe(runner, [cc, "--version"], {**env, "LC_ALL": "C"}).output
+    except MissingToolError:
+        return ""
+    return version.splitlines()[0] if version.strip() else ""
+
+
+def _probe(
+    runner: Runner, argv: list[str], env: Mapping[str, str], cwd: Path | None = None
+) -> Completed:
+    """One short run of the toolchain for Kconfig, stdout and stderr apart."""
+    result = runner.run(
+        argv,
+        cwd=cwd,
+        env=env,
+        separate_stderr=True,
+        timeout=_PROBE_TIMEOUT_SECONDS,
+        quick=True,
+        check=False,
+    )
+    if result.timed_out:
+        raise ConfigError(
+            f"Kconfig's probe {shlex.join(argv)} did not end within {_PROBE_TIMEOUT_SECONDS:g}s"
+        )
+    return result
 
 
 @contextlib.contextmanager
@@ -384,18 +409,20 @@ def _set_environment(env: Mapping[str, str]) -> None:
             os.environ[key] = value
 
 
-def load(tree: Path, arch: str, probe_cache: Path | None = None) -> KconfigModel:
+def load(
+    tree: Path, arch: str, probe_cache: Path | None = None, runner: Runner | None = None
+) -> KconfigModel:
     """Parse the Kconfig files of `tree` for `arch` (x86_64 or i686). Never writes the tree.
 
     With `probe_cache` (a directory per tree), toolchain probe outputs are reused
-    from earlier loads with the same toolchain."""
-    kernel_arch = KERNEL_ARCH.get(arch)
-    if kernel_arch is None:
-        raise InputError(f"unknown arch {arch!r} (expected {' or '.join(KERNEL_ARCH)})")
+    from earlier loads with the same toolchain. The toolchain runs through `runner`
+    (default: a runner of its own)."""
+    runner = runner or SubprocessRunner()
+    kernel_arch = arches.get(arch).kernel_arch
     tree = tree.resolve()
     if not (tree / "Kconfig").is_file():
         raise InputError(f"{tree}: no top-level Kconfig: not a kernel tree")
-    env = kbuild_environment(tree, kernel_arch)
+    env = kbuild_environment(tree, kernel_arch, runner=runner)
     env["KCONFIG_FUNCTIONS"] = __name__
     probes = ProbeCache.for_environment(probe_cache, env)
     start = time.monotonic()
@@ -405,10 +432,8 @@ def load(tree: Path, arch: str, probe_cache: Path | None = None) -> KconfigModel
         _environment(env),
     ):
         try:
-            kconf = _TreeKconfig(Path(scratch), env, probes)
+            kconf = _TreeKconfig(Path(scratch), env, probes, runner)
         except (kconfiglib.KconfigError, OSError) as exc:
             raise ConfigError(f"{tree}: Kconfig cannot be read: {str(exc).strip()}") from None
     probes.save()
     return KconfigModel(kconf, tree, arch, time.monotonic() - start)
-
-

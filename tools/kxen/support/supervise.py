@@ -6,7 +6,7 @@ make -> gcc) stay in that group. LIFELINE is the read end of a pipe whose write 
 only kxen holds: when kxen dies, however it died (SIGKILL, a crash, the OOM killer),
 the kernel closes the write end, the read end reports end of file, and this process
 stops the whole group, so no orphaned build runs on. A signal the runner sends to
-the group itself (stop_all) reaches the command directly; this process then only
+the group itself (a stop, a timeout) reaches the command directly; this process then only
 waits and passes on how the command ended: its exit status, or death by the same
 signal.
 
@@ -24,6 +24,7 @@ import time
 
 GRACE_SECONDS = 5.0
 _PASSED_ON = (_signal.SIGTERM, _signal.SIGINT, _signal.SIGHUP)
+_RESTORED = (_signal.SIGPIPE, _signal.SIGXFSZ)
 
 
 def _stop_group(child: int) -> None:
@@ -64,6 +65,10 @@ def main(args: list[str]) -> int:
     os.set_inheritable(lifeline, False)
     child = os.fork()
     if child == 0:
+        # Python ignores these and exec keeps what is ignored: give the command the
+        # defaults it would get from a shell (a reader that went away ends a writer).
+        for signum in _RESTORED:
+            _signal.signal(signum, _signal.SIG_DFL)
         try:
             os.execvp(argv[0], argv)
         except OSError as exc:

@@ -9,12 +9,15 @@ directory.
 
 from __future__ import annotations
 
-import subprocess
+import contextlib
 import tarfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO
 
 from kxen.errors import InputError
+from kxen.support.runner import Completed, Runner, Running, SubprocessRunner
 
 _DECOMPRESSORS = {
     ".xz": ["xz", "-dc"],
@@ -24,67 +27,82 @@ _DECOMPRESSORS = {
 }
 
 
-def _open_stream(path: Path) -> tuple[subprocess.Popen[bytes] | None, IO[bytes]]:
-    """Decompress in a separate process (in parallel with tar parsing)."""
-    command = _DECOMPRESSORS.get(path.suffix)
-    if command is None:
-        return None, path.open("rb")
-    proc = subprocess.Popen([*command, str(path)], stdout=subprocess.PIPE)
-    assert proc.stdout is not None
-    return proc, proc.stdout
+@dataclass(frozen=True)
+class Reading:
+    """A file's content as it streams in, through its decompressor if it has one."""
+
+    data: IO[bytes]
+    decompressor: Running | None
+
+    def finish(self) -> Completed | None:
+        """How the decompressor ended (None: there was none), once `data` was read."""
+        return None if self.decompressor is None else self.decompressor.wait(check=False)
 
 
-def scan_for_makefile(path: Path) -> tuple[str, str]:
+@contextlib.contextmanager
+def reading(path: Path, runner: Runner, decompressor: Sequence[str] | None) -> Iterator[Reading]:
+    """`path`'s content, piped through `decompressor` (a process of its own, working while
+    the caller reads) or read as it is. The decompressor is stopped however the block ends."""
+    if decompressor is None:
+        with path.open("rb") as data:
+            yield Reading(data, None)
+        return
+    with runner.stream([*decompressor, path]) as running:
+        yield Reading(running.stdout, running)
+
+
+def decompressed(
+    path: Path, runner: Runner | None = None
+) -> contextlib.AbstractContextManager[Reading]:
+    """`path` decompressed as its name says (.xz, .bz2, .gz, .zst; else read as it is)."""
+    return reading(path, runner or SubprocessRunner(), _DECOMPRESSORS.get(path.suffix))
+
+
+def scan_for_makefile(path: Path, runner: Runner | None = None) -> tuple[str, str]:
     """Return (top directory, top-level Makefile text), reading only as far as needed."""
-    proc, stream = _open_stream(path)
-    try:
-        with tarfile.open(fileobj=stream, mode="r|") as archive:
-            topdir: str | None = None
-            for member in archive:
-                top = PurePosixPath(member.name).parts[0]
-                topdir = topdir or top
-                if member.isfile() and member.name == f"{top}/Makefile":
-                    handle = archive.extractfile(member)
-                    assert handle is not None
-                    return top, handle.read().decode("utf-8", "replace")
-    except tarfile.TarError as exc:
-        raise InputError(f"{path}: not a readable tar archive ({exc})") from None
-    finally:
-        _close(proc, stream)
+    with decompressed(path, runner) as source:
+        try:
+            with tarfile.open(fileobj=source.data, mode="r|") as archive:
+                topdir: str | None = None
+                for member in archive:
+                    top = PurePosixPath(member.name).parts[0]
+                    topdir = topdir or top
+                    if member.isfile() and member.name == f"{top}/Makefile":
+                        handle = archive.extractfile(member)
+                        assert handle is not None
+                        return top, handle.read().decode("utf-8", "replace")
+        except tarfile.TarError as exc:
+            raise InputError(f"{path}: not a readable tar archive ({exc})") from None
     raise InputError(f"{path}: no top-level Makefile: not a kernel source tarball")
 
 
-def _close(proc: subprocess.Popen[bytes] | None, stream: IO[bytes]) -> None:
-    stream.close()
-    if proc is not None:
-        proc.kill()
-        proc.wait()
-
-
-def check_members(path: Path, topdir: str) -> None:
+def check_members(path: Path, topdir: str, runner: Runner | None = None) -> None:
     """Refuse the archive if extracting it could write or point outside the tree.
 
     Names are checked one by one as they stream past; links are then resolved through a
     view of the whole archive (a symlink made later can redirect an earlier name), so a
     chain like `a -> ../top`, `b -> a/..` is seen to leave the tree."""
     view = _ArchiveView(path, topdir)
-    proc, stream = _open_stream(path)
-    try:
-        with tarfile.open(fileobj=stream, mode="r|") as archive:
-            for member in archive:
-                view.add(member)
-        if proc is not None and proc.wait() != 0:
-            raise InputError(f"{path}: could not be decompressed")
-    except tarfile.TarError as exc:
-        raise InputError(f"{path}: not a readable tar archive ({exc})") from None
-    finally:
-        _close(proc, stream)
+    with decompressed(path, runner) as source:
+        try:
+            with tarfile.open(fileobj=source.data, mode="r|") as archive:
+                for member in archive:
+                    view.add(member)
+        except tarfile.TarError as exc:
+            raise InputError(f"{path}: not a readable tar archive ({exc})") from None
+        # tarfile stops at the end-of-archive blocks: the padding after them is read too,
+        # or the decompressor could fail writing it
+        while source.data.read(1 << 16):
+            pass
+        ended = source.finish()
+        if ended is not None and not ended.ok:
+            raise InputError(
+                f"{path}: could not be decompressed", details=ended.stderr.splitlines()[-3:]
+            )
     view.check_links()
 
 
 _MAX_LINK_HOPS = 40
-
-
 """Symlinks followed while resolving one name: Linux gives up (ELOOP) after 40 as well."""
 
 

@@ -122,8 +122,9 @@ def from_manifest(
     )
 
 
-def from_tarball(path: Path, cache_root: Path) -> Upstream:
-    """A local kernel tarball (e.g. Debian's linux-source-6.1): version from its Makefile."""
+def from_tarball(path: Path, cache_root: Path, runner: Runner | None = None) -> Upstream:
+    """A local kernel tarball (e.g. Debian's linux-source-6.1): version from its Makefile
+    (read through `runner`'s decompressor when the tree is not cached yet)."""
     path = path.resolve()
     if not path.is_file():
         raise InputError(f"--upstream {path}: no such file")
@@ -134,7 +135,7 @@ def from_tarball(path: Path, cache_root: Path) -> Upstream:
         topdir, makefile = known["topdir"], known["makefile_version"]
         version = UpstreamVersion.parse(makefile)
     else:
-        topdir, text = archive.scan_for_makefile(path)
+        topdir, text = archive.scan_for_makefile(path, runner)
         version = _version_from(text, path)
     return Upstream(
         version=version,
@@ -178,33 +179,3 @@ def _version_from(makefile: str, where: Path) -> UpstreamVersion:
 def _identity(parts: Iterable[str]) -> str:
     joined = "\n".join(parts)
     return hashlib.sha256(joined.encode()).hexdigest()[:24]
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-

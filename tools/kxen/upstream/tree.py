@@ -12,7 +12,7 @@ from kxen.errors import SourceError
 from kxen.support import integrity
 from kxen.support.fsutil import exclusive_lock, scratch_dir
 from kxen.support.runner import Runner
-from kxen.upstream.archive import _close, _open_stream, check_members
+from kxen.upstream.archive import check_members, decompressed
 from kxen.versions import from_makefile
 
 if TYPE_CHECKING:  # the tree is made from an Upstream; origin reads the tree's record
@@ -80,7 +80,7 @@ def _verify_tree(upstream: Upstream, root: Path, scope: integrity.Scope) -> None
 
 def _extract(upstream: Upstream, root: Path, runner: Runner) -> None:
     """Check, extract, patch and record the tree, then rename it into place whole."""
-    check_members(upstream.tarball, upstream.topdir)
+    check_members(upstream.tarball, upstream.topdir, runner)
     with scratch_dir(root.parent, ".extract-") as staging:
         tree = staging / upstream.build_dir
         tree.mkdir()
@@ -112,15 +112,12 @@ def _extract(upstream: Upstream, root: Path, runner: Runner) -> None:
 
 
 def _apply_upstream_patch(patch: Path, tree: Path, runner: Runner) -> None:
-    proc, stream = _open_stream(patch)
-    try:
+    with decompressed(patch, runner) as source:
         result = runner.run(
             ["patch", "-p1", "-s", "-N", "-E", "--no-backup-if-mismatch", "-d", tree],
-            stdin=stream,
+            stdin=source.data,
             check=False,
         )
-    finally:
-        _close(proc, stream)
     if not result.ok:
         first = result.output.strip().splitlines()[:3]
         raise SourceError(f"{patch.name}: does not apply to the upstream tarball", details=first)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import re
 import secrets
-import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -21,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kxen import arches
 from kxen.errors import ExitCode, InputError, KxenError
 from kxen.inspect.boottest import images
 from kxen.inspect.boottest.pieces import PieceChoice, XenPieces, xen_pieces
@@ -28,8 +28,12 @@ from kxen.support.fsutil import scratch_dir
 from kxen.support.progress import Progress
 from kxen.support.runner import Completed, Runner
 
-MODES = ("pv", "pvh", "native")
-EXPECTED_GUEST_TYPE = {"pv": "PV", "pvh": "PVH", "native": "none"}
+# What the guest's /init finds in /sys/hypervisor/guest_type per mode (none: no Xen).
+EXPECTED_GUEST_TYPE = {
+    **{guest.name: guest.guest_type for guest in arches.guest_types()},
+    arches.NATIVE: "none",
+}
+MODES = arches.boot_modes()
 QEMU = "qemu-system-x86_64"
 # Measured on a 2-core machine without KVM: `-cpu max` crashes dom0 (SMAP under
 # emulation); PVH needs nested SVM with nested paging to give Xen HAP.
@@ -173,8 +177,9 @@ def _kernel_of(package: Path, scratch: Path, runner: Runner) -> tuple[Path, str,
     except Exception as exc:  # rpm raises plain errors for non-RPM files
         raise InputError(f"{package}: not a readable RPM ({exc})") from exc
     arch = str(header["arch"])
-    if arch not in images.GUEST_ARCH_FLAGS:
-        raise InputError(f"{package}: arch {arch}; boot-test boots i686 or x86_64 kernels")
+    bootable = [known.name for known in arches.known() if known.boot_modes]
+    if arch not in bootable:
+        raise InputError(f"{package}: arch {arch}; boot-test boots {' or '.join(bootable)} kernels")
     root = scratch / "payload"
     extract_payload(package, root, runner)
     found = sorted((root / "boot").glob("vmlinuz-*"))
@@ -241,37 +246,24 @@ def _qemu_escape(path: Path) -> str:
 def _run_bounded(
     argv: list[str], runner: Runner, watcher: Watcher, timeout: float, log: Path
 ) -> Completed | None:
-    """QEMU until it exits, the outcome has settled, or the timeout; None when it was stopped."""
-    outcome: dict[str, Any] = {}
-    done = threading.Event()
+    """QEMU until it exits, the outcome has settled, or the timeout; None when it was stopped.
 
-    def run() -> None:
-        try:
-            outcome["completed"] = runner.run(argv, on_line=watcher.feed, log_path=log, check=False)
-        except BaseException as exc:  # re-raised in the calling thread
-            outcome["error"] = exc
-        finally:
-            done.set()
-
-    thread = threading.Thread(target=run, name="qemu", daemon=True)
+    Only this QEMU is stopped then, so that the runner starts the next attempt; an
+    interruption (Ctrl-C) stops everything and lets nothing start any more."""
     deadline = time.monotonic() + timeout
-    thread.start()
-    try:
-        while not done.wait(0.2):
-            now = time.monotonic()
-            if now >= deadline or now >= watcher.settle_by:
-                watcher.stopped_at = now
-                watcher.timed_out = now >= deadline and watcher.settle_by == float("inf")
-                runner.stop_all()
-                break
-    except BaseException:
-        runner.stop_all()
-        thread.join()
-        raise
-    thread.join()
-    if "error" in outcome:
-        raise outcome["error"]
-    completed: Completed = outcome["completed"]
+    with runner.start(argv, on_line=watcher.feed, log_path=log) as qemu:
+        try:
+            while not qemu.ended_within(0.2):
+                now = time.monotonic()
+                if now >= deadline or now >= watcher.settle_by:
+                    watcher.stopped_at = now
+                    watcher.timed_out = now >= deadline and watcher.settle_by == float("inf")
+                    qemu.stop()
+                    break
+        except BaseException:
+            runner.stop_all()
+            raise
+        completed = qemu.wait(check=False)
     return None if watcher.stopped_at else completed
 
 
