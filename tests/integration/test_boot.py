@@ -10,11 +10,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kxen import arches
 
 from ..support import XEN_BOOT_STAGES
 from .conftest import SmokeBuild, run_kxen
 
 pytestmark = pytest.mark.slow
+
+# What each arch's record says boots under Xen in QEMU's emulation, and natively.
+XEN_BOOTS = [
+    (arch.name, mode, arches.guest_type(mode).guest_type)
+    for arch in arches.known()
+    for mode in arch.boot_modes
+    if mode != arches.NATIVE
+]
+NATIVE_BOOTS = [arch.name for arch in arches.known() if arches.NATIVE in arch.boot_modes]
 
 
 def boot(
@@ -38,10 +48,7 @@ def qemu_left() -> list[str]:
     return found.stdout.splitlines()
 
 
-@pytest.mark.parametrize(
-    ("arch", "mode", "guest_type"),
-    [("x86_64", "pv", "PV"), ("x86_64", "pvh", "PVH")],
-)
+@pytest.mark.parametrize(("arch", "mode", "guest_type"), XEN_BOOTS)
 def test_smoke_kernel_boots_as_a_xen_domu(
     smoke_build: SmokeBuild, kxen_cache: Path, arch: str, mode: str, guest_type: str
 ) -> None:
@@ -57,7 +64,7 @@ def test_smoke_kernel_boots_as_a_xen_domu(
     print(f"{arch} {mode}: " + ", ".join(f"{s['stage']} {s['seconds']}s" for s in result["stages"]))
 
 
-@pytest.mark.parametrize("arch", ["i686", "x86_64"])
+@pytest.mark.parametrize("arch", NATIVE_BOOTS)
 def test_smoke_kernel_boots_natively(smoke_build: SmokeBuild, kxen_cache: Path, arch: str) -> None:
     """The same kernels on QEMU's emulated PC without Xen (paravirt_ops runs on bare metal
     too). For i686 this is the proof that boots: as a PVH domU under Xen-in-QEMU it hangs

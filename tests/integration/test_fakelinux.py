@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kxen import arches
 from kxen.config import fragments as configs
 from kxen.config import kconfig
-from kxen.inspect import elf
+from kxen.inspect import elf, xennotes
 from kxen.support.runner import SubprocessRunner
 from kxen.upstream import origin
 from kxen.upstream import tree as upstream_tree
@@ -279,7 +280,6 @@ def test_verify_fails_a_kernel_built_without_xen_pv(
     assert "Xen ELF note GUEST_OS" in run.stderr and "CONFIG_XEN_PV" in run.stderr
 
 
-
 @pytest.mark.parametrize(
     ("compression", "readable"),
     [
@@ -312,7 +312,7 @@ def test_verify_finds_the_vmlinux_in_a_bzimage_of_each_compression(
         assert (payload.elf, payload.problem) == (None, "not a compression Xen reads")
         return
     assert payload.elf is not None, payload.problem
-    assert elf.xen_notes(payload.elf)[elf.XEN_ELFNOTE_GUEST_OS] == b"linux\0"
+    assert elf.xen_notes(payload.elf)[xennotes.XEN_ELFNOTE_GUEST_OS] == b"linux\0"
 
 
 # --- configs ----------------------------------------------------------------------------------
@@ -363,7 +363,7 @@ def test_listnewconfig_equals_the_kconfig_model(
         objdir.mkdir()
         (objdir / ".config").write_text(merged.fragment_text())
         listed = subprocess.run(
-            ["make", "-s", "-C", tree, f"O={objdir}", f"ARCH={configs.KERNEL_ARCH[arch]}",
+            ["make", "-s", "-C", tree, f"O={objdir}", f"ARCH={arches.get(arch).kernel_arch}",
              "listnewconfig"],
             capture_output=True, text=True, check=True,
         ).stdout  # fmt: skip

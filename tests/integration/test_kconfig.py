@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytest
+from kxen import arches
 from kxen.config import fragments as configs
 from kxen.config import kconfig
 from kxen.config.fragments import Value
@@ -47,14 +48,14 @@ def tree(linux_tarball: Path, kxen_cache: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def models(tree: Path) -> dict[str, KconfigModel]:
-    return {arch: kconfig.load(tree, arch) for arch in configs.KERNEL_ARCH}
+    return {arch: kconfig.load(tree, arch) for arch in arches.names()}
 
 
 @pytest.fixture(scope="module")
 def objdirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """One O= directory per arch, so scripts/kconfig/conf is built once."""
     root = tmp_path_factory.mktemp("kconfig-objdirs")
-    return {arch: root / arch for arch in configs.KERNEL_ARCH}
+    return {arch: root / arch for arch in arches.names()}
 
 
 def config_text(values: Mapping[str, Value]) -> str:
@@ -63,7 +64,7 @@ def config_text(values: Mapping[str, Value]) -> str:
 
 def run_make(tree: Path, objdir: Path, arch: str, *args: str) -> str:
     objdir.mkdir(parents=True, exist_ok=True)
-    command = ["make", "-s", "-C", str(tree), f"O={objdir}", f"ARCH={configs.KERNEL_ARCH[arch]}"]
+    command = ["make", "-s", "-C", str(tree), f"O={objdir}", f"ARCH={arches.get(arch).kernel_arch}"]
     result = subprocess.run([*command, *args], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout
@@ -184,9 +185,9 @@ def test_tiny_tree_matches_the_kernels_conf(tmp_path, make_config, objdirs):
         ({"NR_CPUS": "128", "XEN": "m", "BASE_ADDR": "zz", "HIDDEN": "n"}, "olddefconfig"),
         ({"CRC_LIB": "m", "PARAVIRT": "y", "X86_PAE": "y", "XEN": "y"}, "olddefconfig"),
     ]
-    for arch, kernel_arch in configs.KERNEL_ARCH.items():
-        model = kconfig.load(tiny, arch)
-        env = kconfig.kbuild_environment(tiny, kernel_arch)
+    for arch in arches.known():
+        model = kconfig.load(tiny, arch.name)
+        env = kconfig.kbuild_environment(tiny, arch.kernel_arch)
         for requested, base in requests:
             work = tmp_path / "o"
             work.mkdir(exist_ok=True)
@@ -199,7 +200,7 @@ def test_tiny_tree_matches_the_kernels_conf(tmp_path, make_config, objdirs):
             theirs = configs.parse_config_values((work / ".config").read_text())
             mine = model.resolve(requested, base)
             # $(shell,pwd) differs by design: the model runs commands in a scratch directory
-            assert differences(mine, theirs).keys() == {"SHELL_DIR"}, (arch, requested)
+            assert differences(mine, theirs).keys() == {"SHELL_DIR"}, (arch.name, requested)
             if base == "olddefconfig":
                 (work / ".config").write_text(config_text(requested))
                 listed = subprocess.run(
@@ -211,7 +212,7 @@ def test_tiny_tree_matches_the_kernels_conf(tmp_path, make_config, objdirs):
                     check=True,
                 ).stdout
                 expected = sorted(configs.parse_config_values(listed).items())
-                assert model.new_symbols(requested) == expected, (arch, requested)
+                assert model.new_symbols(requested) == expected, (arch.name, requested)
 
 
 # --- explaining -------------------------------------------------------------------

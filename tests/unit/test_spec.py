@@ -27,6 +27,8 @@ from ..hostile.injection import (
     HOSTILE_TOP_DIRECTORY,
     traces,
 )
+from ..support import make_checkout
+from .conftest import kernel_makefile, write_tarball
 
 MIRROR = "https://cdn.kernel.org/pub/linux/kernel/"
 UP_192 = Upstream(
@@ -155,6 +157,12 @@ def test_rendered_spec_parses_with_rpmspec(tmp_path, load, templates, rpmspec, a
     assert 'xz -T0 -dc "/nonexistent/patch-6.1.192.xz" | patch -p1' in parsed
     assert f'cp "/nonexistent/kernel-6.1.192-{arch}-xen.config" .config' in parsed
     assert "kernel_arch" not in parsed.split("%prep", 1)[1].split("%build", 1)[0]
+    # the arch's block (kxen.arches): make's ARCH, the x86 image and devel files
+    assert ("ARCH=i386 " in parsed) == (arch == "i686")
+    assert "  bzImage modules\n" in parsed
+    assert 'install -m 0755 arch/x86/boot/bzImage "' in parsed
+    assert "find include scripts arch/x86/include " in parsed
+    assert "%{kernel_image" not in parsed and "%{kernel_srcarch}" not in parsed
 
 
 def test_source_names_match_the_rpm_query(tmp_path, load, templates, rpmspec):
@@ -437,12 +445,24 @@ def test_token_fields_that_bypass_the_schema_are_refused(
     assert sorted(tmp_path.iterdir()) == before
 
 
+@pytest.fixture(scope="module")
+def one_checkout(tmp_path_factory: pytest.TempPathFactory) -> tuple[Manifest, Upstream, Path]:
+    """A checkout's manifest, templates and a local upstream, made once for the 440 cases
+    below (each renders one spec; none of them writes anything)."""
+    root = make_checkout(tmp_path_factory.mktemp("checkout"))
+    members = {"linux-6.1.5/Makefile": kernel_makefile(6, 1, 5).encode()}
+    tarball = write_tarball(tmp_path_factory.mktemp("given") / "linux-6.1.5.tar.xz", members)
+    up = origin.from_tarball(tarball, tmp_path_factory.mktemp("cache"))
+    return manifest.load(root / manifest.MANIFEST_NAME), up, root / "specs"
+
+
 @pytest.mark.parametrize("payload", HOSTILE_TOKENS.values(), ids=HOSTILE_TOKENS.keys())
 @pytest.mark.parametrize("field", TOKEN_FIELDS)
 def test_every_hostile_character_in_every_token_field_is_refused(
-    load, templates, local_upstream, field, payload
-):
-    inputs = _bypasses(load(), payload, local_upstream())[field]
+    one_checkout: tuple[Manifest, Upstream, Path], field: str, payload: str
+) -> None:
+    loaded, up, templates = one_checkout
+    inputs = _bypasses(loaded, payload, up)[field]
     with pytest.raises(InputError) as info:
         spec.render(inputs, templates)
     assert repr(payload)[1:-1] in info.value.message

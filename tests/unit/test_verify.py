@@ -10,7 +10,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from kxen.inspect import elf, verify
+from kxen import arches
+from kxen.inspect import elf, verify, xennotes
 
 XEN_NOTES_ASM = """
     .section .note.Xen,"a",@note
@@ -64,8 +65,8 @@ def test_parse_notes_stops_at_a_truncated_record() -> None:
 
 def test_xen_notes_of_a_real_elf(xen_elf: bytes) -> None:
     notes = elf.xen_notes(xen_elf)
-    assert set(notes) == {elf.XEN_ELFNOTE_GUEST_OS, elf.XEN_ELFNOTE_PHYS32_ENTRY}
-    assert notes[elf.XEN_ELFNOTE_GUEST_OS] == b"linux\0"
+    assert set(notes) == {xennotes.XEN_ELFNOTE_GUEST_OS, xennotes.XEN_ELFNOTE_PHYS32_ENTRY}
+    assert notes[xennotes.XEN_ELFNOTE_GUEST_OS] == b"linux\0"
 
 
 def test_modinfo_reads_vermagic(xen_elf: bytes, tmp_path: Path) -> None:
@@ -144,9 +145,7 @@ def test_config_check_names_missing_xen_options_and_differences(tmp_path: Path) 
         "GCC_VERSION": "140000",
     }
     report = verify.VerifyReport("kernel-xen-6.1.192-1", "default")
-    verify._check_config(
-        report, "k.rpm", config, ("x86_64", verify.GUEST_TYPES["x86_64"]), generated
-    )
+    verify._check_config(report, "k.rpm", config, (arches.X86_64, arches.X86_64.guests), generated)
     failed = {check.check: check for check in report.failures}
     assert set(failed) == {"config CONFIG_XEN_PV", "config equals the generated one"}
     assert failed["config CONFIG_XEN_PV"].found == "not set"
@@ -155,10 +154,20 @@ def test_config_check_names_missing_xen_options_and_differences(tmp_path: Path) 
 
 
 def test_required_options_per_arch() -> None:
-    assert "XEN_PV" in verify.REQUIRED_OPTIONS["x86_64"]
-    assert "X86_PAE" in verify.REQUIRED_OPTIONS["i686"]
-    assert "XEN_PV" not in verify.REQUIRED_OPTIONS["i686"]
-    assert verify.REQUIRED_NOTES["i686"] == (elf.XEN_ELFNOTE_PHYS32_ENTRY,)
+    x86_64, i686 = arches.get("x86_64"), arches.get("i686")
+    assert verify.required_options(x86_64, x86_64.guests) == (
+        "XEN", "HVC_XEN", "XEN_SYS_HYPERVISOR", "XEN_PV", "XEN_PVH",
+    )  # fmt: skip
+    assert verify.required_options(i686, i686.guests) == (
+        "XEN", "HVC_XEN", "XEN_SYS_HYPERVISOR", "X86_PAE", "XEN_PVH",
+    )  # fmt: skip
+    assert verify.required_notes(i686.guests) == (xennotes.XEN_ELFNOTE_PHYS32_ENTRY,)
+    assert verify.required_notes(x86_64.guests) == (
+        xennotes.XEN_ELFNOTE_GUEST_OS,
+        xennotes.XEN_ELFNOTE_ENTRY,
+        xennotes.XEN_ELFNOTE_FEATURES,
+        xennotes.XEN_ELFNOTE_PHYS32_ENTRY,
+    )
 
 
 def test_a_failed_check_is_exit_13_naming_expected_and_found() -> None:

@@ -7,6 +7,7 @@ from the message alone.
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import json
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from typing import Any
 import jsonschema
 import yaml
 
+from kxen import arches
 from kxen.errors import InputError
 from kxen.support import inputs
 from kxen.versions import UpstreamVersion
@@ -73,9 +75,22 @@ class Manifest:
 
 
 @cache
-def _schema() -> dict[str, Any]:
+def _schema_file() -> dict[str, Any]:
     text = resources.files("kxen").joinpath("schemas/manifest.schema.json").read_text()
     schema: dict[str, Any] = json.loads(text)
+    return schema
+
+
+def _schema() -> dict[str, Any]:
+    """The schema file with its arch fields made from kxen.arches: `arches` takes their
+    names and `mock.roots` a root for each."""
+    schema = copy.deepcopy(_schema_file())
+    names = list(arches.names())
+    fields = schema["properties"]
+    fields["arches"]["items"]["enum"] = names
+    fields["mock"]["properties"]["roots"]["properties"] = dict.fromkeys(
+        names, schema["$defs"]["mock_root"]
+    )
     return schema
 
 

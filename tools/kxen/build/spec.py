@@ -15,14 +15,16 @@ original).
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import jinja2
 
+from kxen import arches
 from kxen.config import toolchain
 from kxen.config.fragments import Target
 from kxen.errors import InputError
@@ -95,13 +97,18 @@ def _finalize(value: Any) -> Any:
     raise InputError(f"refusing to put a {type(value).__name__} into the spec")
 
 
+@functools.cache
 def environment(template_dir: Path) -> jinja2.Environment:
-    """Templates are read through the checkout's input gate (no symlink out of it, size,
-    UTF-8) rather than jinja's own file loader."""
+    """The environment of one template directory, kept for the process: a template is parsed
+    once and read again only when its file changed. Templates are read through the
+    checkout's input gate (no symlink out of it, size, UTF-8), not jinja's file loader."""
     checkout = template_dir.parent
 
-    def load(name: str) -> str:
-        return inputs.read_text(template_dir / name, checkout)
+    def load(name: str) -> tuple[str, str, Callable[[], bool]]:
+        path = template_dir / name
+        text = inputs.read_text(path, checkout)
+        read = _file_state(path)
+        return text, str(path), lambda: _file_state(path) == read
 
     return jinja2.Environment(
         loader=jinja2.FunctionLoader(load),
@@ -112,6 +119,14 @@ def environment(template_dir: Path) -> jinja2.Environment:
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
+
+
+def _file_state(path: Path) -> tuple[int, int, int] | None:
+    try:
+        info = path.lstat()
+    except OSError:
+        return None
+    return (info.st_ino, info.st_size, info.st_mtime_ns)
 
 
 @dataclass(frozen=True)
@@ -223,7 +238,7 @@ def render(inputs: SpecInputs, template_dir: Path) -> str:
             for index, name in enumerate(shipped_names(upstream)[1:])
         ],
         "configs": [
-            {"number": CONFIG_SOURCE_BASE + index, "name": name, "arch": arch}
+            {"number": CONFIG_SOURCE_BASE + index, "name": name, "arch": arches.get(arch)}
             for index, (arch, name) in enumerate(
                 zip(manifest.arches, inputs.config_names, strict=True)
             )

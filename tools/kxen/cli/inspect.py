@@ -4,26 +4,26 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
+from kxen import arches
 from kxen.cli.app import main_group
 from kxen.cli.options import UPSTREAM_OPTION, existing_path
 from kxen.cli.output import Options, command, echo_lines, emit, open_progress, open_project
 from kxen.errors import LintError
-from kxen.inspect import boottest
-from kxen.inspect import verify as verify_module
-from kxen.inspect.boottest.pieces import PieceChoice
-from kxen.inspect.lint import rpmlint
-from kxen.project import UpstreamChoice
-from kxen.support.fsutil import scratch_dir
-from kxen.support.runner import SubprocessRunner
+
+if TYPE_CHECKING:  # imported where they are used, so that `kxen --help` stays fast
+    from kxen.project import UpstreamChoice
 
 
 @command(main_group)
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 def lint(options: Options, paths: tuple[Path, ...]) -> None:
     """Run rpmlint with the checkout's kernel-xen.rpmlintrc on specs and packages."""
+    from kxen.inspect.lint import rpmlint
+
     with open_project(options) as project:
         rc = project.root / f"{project.manifest.name}.rpmlintrc"
         result = rpmlint(paths, rc, project.runner)
@@ -47,7 +47,7 @@ def lint(options: Options, paths: tuple[Path, ...]) -> None:
     "--guest",
     "guests",
     multiple=True,
-    type=click.Choice(tuple(verify_module.GUEST_NOTES)),
+    type=click.Choice([guest.name for guest in arches.guest_types()]),
     help="Guest type the kernels must boot as (repeatable; default: all their arch supports).",
 )
 def verify(
@@ -58,6 +58,9 @@ def verify(
     guests: tuple[str, ...],
 ) -> None:
     """Check built RPMs: metadata, payload, modules, config, Xen ELF notes and rpmlint."""
+    from kxen.inspect import verify as verify_module
+    from kxen.support.fsutil import scratch_dir
+
     with open_project(options) as project, scratch_dir(project.cache, ".verify-") as scratch:
         report = verify_module.verify(
             project, list(packages), flavour, local_tarball, scratch, guests
@@ -76,7 +79,7 @@ def verify(
 @click.argument("package", type=existing_path())
 @click.option(
     "--mode",
-    type=click.Choice(boottest.MODES),
+    type=click.Choice(arches.boot_modes()),
     default="pvh",
     show_default=True,
     help="Boot as a Xen PV or PVH domU, or natively on QEMU's hardware without Xen.",
@@ -141,6 +144,10 @@ def boot_test(
     busybox: Path | None,
 ) -> None:
     """Boot the kernel of a built RPM as a Xen domU under Xen in QEMU (or natively)."""
+    from kxen.inspect import boottest
+    from kxen.inspect.boottest.pieces import PieceChoice
+    from kxen.support.runner import SubprocessRunner
+
     cache = options.cache
     request = boottest.BootRequest(
         package=package,
@@ -164,6 +171,4 @@ def boot_test(
         f"  attempt {n} failed: {earlier['failure']} (log {earlier['log']})"
         for n, earlier in enumerate(result.earlier_attempts, 1)
     ]
-    emit(
-        options, {"result": dataclasses.asdict(result)}, echo_lines([*retried, *stages, summary])
-    )
+    emit(options, {"result": dataclasses.asdict(result)}, echo_lines([*retried, *stages, summary]))

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kxen import arches
 from kxen.config import toolchain
 from kxen.errors import ConfigError, InputError
 from kxen.support import inputs, integrity
@@ -31,7 +32,6 @@ from kxen.support.runner import Runner
 LAYERS_FILE = "layers.yaml"
 UPSTREAM_LAYER_PREFIX = "upstream:"
 RESOLVE_MODES = {"olddefconfig": "olddefconfig", "allnoconfig": "allnoconfig"}
-KERNEL_ARCH = {"x86_64": "x86_64", "i686": "i386"}
 CPUS = os.cpu_count() or 1
 
 _SET_RE = re.compile(
@@ -182,8 +182,9 @@ def _flavour_layers(path: Path, flavour: str, spec: Any) -> FlavourLayers:
         raise InputError(f"{where}.layers: expected a mapping of arch to layer list")
     result: dict[str, tuple[str, ...]] = {}
     for arch, names in layers.items():
-        if arch not in KERNEL_ARCH:
-            raise InputError(f"{where}.layers.{arch}: unknown arch (expected i686 or x86_64)")
+        if arch not in arches.ARCHES:
+            expected = " or ".join(arches.names())
+            raise InputError(f"{where}.layers.{arch}: unknown arch (expected {expected})")
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
             raise InputError(f"{where}.layers.{arch}: expected a list of layer names")
         result[arch] = tuple(names)
@@ -274,7 +275,7 @@ def resolve(
     A cached result and the O= dir are checked against the digests recorded when they
     were made; one that fails is set aside (default: in `work_root/corrupt`) and made
     again, so a changed byte never reaches a shipped config."""
-    arch = KERNEL_ARCH[merged.target.arch]
+    arch = arches.get(merged.target.arch).kernel_arch
     fragment = merged.fragment_text()
     quarantine = quarantine or integrity.Quarantine(work_root / integrity.CORRUPT_DIR)
     cached = None
@@ -322,7 +323,7 @@ def _run_kconfig(
     runner: Runner,
     quarantine: integrity.Quarantine,
 ) -> str:
-    arch = KERNEL_ARCH[merged.target.arch]
+    arch = arches.get(merged.target.arch).kernel_arch
     lock = objdir.with_name(f"{objdir.name}.lock")
     with exclusive_lock(lock, f"kconfig directory {objdir}", wait=True):
         _check_objdir(objdir, quarantine)

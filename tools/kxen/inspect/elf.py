@@ -12,39 +12,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from elftools.elf.elffile import ELFFile
-
 from kxen.support.runner import Runner
 
 ELF_MAGIC = b"\x7fELF"
-
-
 MAX_VMLINUX = 1 << 30
-
-
-# Xen's public/elfnote.h
-XEN_ELFNOTE_ENTRY = 1
-
-
-XEN_ELFNOTE_HYPERCALL_PAGE = 2
-
-
-XEN_ELFNOTE_GUEST_OS = 6
-
-
-XEN_ELFNOTE_FEATURES = 10
-
-
-XEN_ELFNOTE_PHYS32_ENTRY = 18
-
-
-NOTE_NAMES = {
-    XEN_ELFNOTE_ENTRY: "ENTRY",
-    XEN_ELFNOTE_HYPERCALL_PAGE: "HYPERCALL_PAGE",
-    XEN_ELFNOTE_GUEST_OS: "GUEST_OS",
-    XEN_ELFNOTE_FEATURES: "FEATURES",
-    XEN_ELFNOTE_PHYS32_ENTRY: "PHYS32_ENTRY",
-}
 
 
 # Compressions Xen's bzImage loader reads, and the others a kernel may use.
@@ -187,6 +158,8 @@ def _align4(size: int) -> int:
 
 def elf_notes(elf: bytes) -> list[Note]:
     """Every note of an ELF file (note sections, else note segments)."""
+    from elftools.elf.elffile import ELFFile  # (pyelftools only when a kernel is read)
+
     parsed = ELFFile(io.BytesIO(elf))
     little = parsed.little_endian
     sections = [s for s in parsed.iter_sections() if s["sh_type"] == "SHT_NOTE"]
@@ -203,6 +176,8 @@ def xen_notes(elf: bytes) -> dict[int, bytes]:
 def modinfo(path: Path) -> dict[str, str]:
     """`key=value` pairs of a module's .modinfo section."""
     with path.open("rb") as handle:
+        from elftools.elf.elffile import ELFFile
+
         section = ELFFile(handle).get_section_by_name(".modinfo")
         data = section.data() if section is not None else b""
     pairs = (item.decode("utf-8", "replace").partition("=") for item in data.split(b"\0"))

@@ -18,63 +18,35 @@ from typing import Any
 
 from elftools.common.exceptions import ELFError
 
+from kxen import arches
+from kxen.arches import Arch, GuestType
 from kxen.build import spec
 from kxen.config import fragments as configs
 from kxen.config import operations as config_ops
 from kxen.config import toolchain
 from kxen.errors import ExitCode, InputError, KxenError
 from kxen.inspect import lint
-from kxen.inspect.elf import (
-    NOTE_NAMES,
-    SUPPORTED_MAGICS,
-    XEN_ELFNOTE_ENTRY,
-    XEN_ELFNOTE_FEATURES,
-    XEN_ELFNOTE_GUEST_OS,
-    XEN_ELFNOTE_HYPERCALL_PAGE,
-    XEN_ELFNOTE_PHYS32_ENTRY,
-    find_payload,
-    modinfo,
-    xen_notes,
-)
+from kxen.inspect.elf import SUPPORTED_MAGICS, find_payload, modinfo, xen_notes
 from kxen.inspect.rpmfile import extract_payload, header_text, rpm_header
+from kxen.inspect.xennotes import NOTE_NAMES, XEN_ELFNOTE_GUEST_OS, XEN_ELFNOTE_HYPERCALL_PAGE
 from kxen.project import Project, UpstreamChoice, resolve_upstream
 from kxen.support import inputs
 from kxen.support.runner import Runner
 
-ARCHES = ("i686", "x86_64")
-
-# The guest types each arch's kernel-xen boots as (32-bit PV left Linux in 5.9), and what
-# each needs: PV the PV entry notes, PVH PHYS32_ENTRY. HYPERCALL_PAGE is not required: Linux
-# dropped it with XSA-466 (6.12, backported to the stable series, 6.1.119 included) and sets
-# its hypercall page up at run time; Xen's domain builder treats the note as optional. It is
-# reported when present.
-GUEST_TYPES = {"x86_64": ("pv", "pvh"), "i686": ("pvh",)}
-GUEST_NOTES = {
-    "pv": (XEN_ELFNOTE_GUEST_OS, XEN_ELFNOTE_ENTRY, XEN_ELFNOTE_FEATURES),
-    "pvh": (XEN_ELFNOTE_PHYS32_ENTRY,),
-}
-GUEST_OPTIONS = {"pv": ("XEN_PV",), "pvh": ("XEN_PVH",)}
-BASE_OPTIONS = {
-    "x86_64": ("XEN", "HVC_XEN", "XEN_SYS_HYPERVISOR"),
-    "i686": ("XEN", "HVC_XEN", "XEN_SYS_HYPERVISOR", "X86_PAE"),
-}
-
-
-def required_notes(guests: tuple[str, ...]) -> tuple[int, ...]:
-    return tuple(note for guest in guests for note in GUEST_NOTES[guest])
-
-
-def required_options(arch: str, guests: tuple[str, ...]) -> tuple[str, ...]:
-    return BASE_OPTIONS[arch] + tuple(o for guest in guests for o in GUEST_OPTIONS[guest])
-
-
-REQUIRED_NOTES = {arch: required_notes(guests) for arch, guests in GUEST_TYPES.items()}
-REQUIRED_OPTIONS = {arch: required_options(arch, guests) for arch, guests in GUEST_TYPES.items()}
+# What each arch and guest type needs is in kxen.arches. HYPERCALL_PAGE is not required:
+# Linux dropped it with XSA-466 (6.12, backported to the stable series, 6.1.119 included) and
+# sets its hypercall page up at run time; Xen's domain builder treats the note as optional.
+# It is reported when present.
 OPTIONAL_NOTES = (XEN_ELFNOTE_HYPERCALL_PAGE,)
-REQUIRED_OPTIONS = {
-    "x86_64": ("XEN", "XEN_PVH", "HVC_XEN", "XEN_SYS_HYPERVISOR", "XEN_PV"),
-    "i686": ("XEN", "XEN_PVH", "HVC_XEN", "XEN_SYS_HYPERVISOR", "X86_PAE"),
-}
+
+
+def required_notes(guests: tuple[GuestType, ...]) -> tuple[int, ...]:
+    return tuple(note for guest in guests for note in guest.notes)
+
+
+def required_options(arch: Arch, guests: tuple[GuestType, ...]) -> tuple[str, ...]:
+    return arch.required_options + tuple(o for guest in guests for o in guest.options)
+
 
 # rpmlint findings that built kernel packages always have, as Fedora's kernel packages do:
 # depmod writes empty index files when no module has aliases or device names, and the devel
@@ -141,37 +113,7 @@ class VerifyFailed(KxenError):
 # --- the bzImage payload and ELF notes -----------------------------------------
 
 
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 # --- RPMs ------------------------------------------------------------------------
-
-
-
-
-
-
 
 
 def verify(
@@ -185,15 +127,17 @@ def verify(
     """Check `packages` against the build kxen would make of this checkout.
 
     `guests` names the guest types (pv, pvh) the kernels must boot as; by default the
-    ones their arch supports (GUEST_TYPES)."""
-    unknown = sorted(set(guests) - set(GUEST_NOTES))
+    ones their arch boots as (kxen.arches)."""
+    known_guests = [guest.name for guest in arches.guest_types()]
+    unknown = sorted(set(guests) - set(known_guests))
     if unknown:
-        raise InputError(f"--guest {unknown[0]}: expected one of {', '.join(GUEST_NOTES)}")
+        raise InputError(f"--guest {unknown[0]}: expected one of {', '.join(known_guests)}")
     project.check_flavour(flavour)
     up = resolve_upstream(project, local_tarball)
     ident = spec.identity(project.manifest, up.version, flavour, None)
     report = VerifyReport(ident.nvr, flavour)
     name = project.manifest.name
+    built = arches.names()
     mains: list[tuple[Path, str, str]] = []  # package, arch, kernel release
     readable = []
     for package in packages:
@@ -221,7 +165,7 @@ def verify(
             expected_vr,
             f"{version}-{release}",
         )
-        report.add(label, "arch", arch in ARCHES, " or ".join(ARCHES), arch)
+        report.add(label, "arch", arch in built, " or ".join(built), arch)
         kver = ident.kernel_release(arch)
         provides = {
             header_text(n): header_text(v)
@@ -243,16 +187,17 @@ def verify(
                 "present",
                 "present" if "installonlypkg(kernel)" in provides else "absent",
             )
-            if arch in ARCHES:
+            if arch in built:
                 mains.append((package, arch, kver))
     generated = _generated_configs(project, up, flavour, sorted({a for _, a, _ in mains}), scratch)
     for index, (package, arch, kver) in enumerate(mains):
         project.progress.phase("verify", f"payload of {package.name}")
         root = scratch / f"root-{index}"
         extract_payload(package, root, project.runner)
-        wanted = guests or GUEST_TYPES[arch]
+        record = arches.get(arch)
+        wanted = tuple(map(arches.guest_type, guests)) or record.guests
         _check_payload(
-            report, package.name, root, (arch, wanted), kver, generated[arch], project.runner
+            report, package.name, root, (record, wanted), kver, generated[arch], project.runner
         )
     if readable:
         project.progress.phase("verify", "rpmlint")
@@ -300,7 +245,7 @@ def _check_payload(
     report: VerifyReport,
     label: str,
     root: Path,
-    target: tuple[str, tuple[str, ...]],
+    target: tuple[Arch, tuple[GuestType, ...]],
     kver: str,
     generated: dict[str, configs.Value],
     runner: Runner,
@@ -396,7 +341,7 @@ def _check_config(
     report: VerifyReport,
     label: str,
     path: Path,
-    target: tuple[str, tuple[str, ...]],
+    target: tuple[Arch, tuple[GuestType, ...]],
     generated: dict[str, configs.Value],
 ) -> None:
     inside = configs.parse_config_values(path.read_text())
@@ -423,7 +368,7 @@ def _check_image(
     report: VerifyReport,
     label: str,
     image: bytes,
-    guests: tuple[str, ...],
+    guests: tuple[GuestType, ...],
     runner: Runner,
     scratch: Path,
 ) -> None:

@@ -18,6 +18,7 @@ from elftools.elf.dynamic import DynamicSection
 from elftools.elf.elffile import ELFFile
 from elftools.elf.segments import InterpSegment
 
+from kxen import arches
 from kxen.errors import InputError, MissingToolError
 from kxen.inspect.boottest.initramfs import Initramfs
 from kxen.inspect.boottest.pieces import TOOLS, XenPieces
@@ -36,7 +37,6 @@ TOOLSTACK_LIBRARY_DIRS = ("usr/lib/x86_64-linux-gnu", "lib/x86_64-linux-gnu", "u
 # Loaded with dlopen by glibc's pthread_cancel: without it xl's background child aborts
 # and the guest's shutdown is never handled.
 DLOPENED = ("libgcc_s.so.1",)
-GUEST_ARCH_FLAGS = {"x86_64": "-m64", "i686": "-m32"}
 DOM0_WAIT_SECONDS = 3600  # dom0 gives up on the guest only when the host's timeout has not hit
 
 DOM0_INIT = """#!/bin/busybox sh
@@ -118,7 +118,7 @@ def guest_init(
     against the digest recorded when it was built)."""
     source = resources.files(__package__).joinpath("guest_init.c").read_bytes()
     flags = [
-        GUEST_ARCH_FLAGS[arch],
+        arches.get(arch).gcc_flag,
         "-static",
         "-nostdlib",
         "-ffreestanding",
