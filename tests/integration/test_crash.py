@@ -164,7 +164,7 @@ def test_a_second_build_of_the_same_nvr_is_refused_and_the_first_goes_on(
         "--results", results, "--workdir", tmp_path / "area",
         repo=fake_checkout, cache=tmp_path / "cache",
     )  # fmt: skip
-    first = subprocess.Popen(argv, env={**env, "FAKE_LINUX_STALL": "8"}, stderr=subprocess.PIPE)
+    first = subprocess.Popen(argv, env={**env, "FAKE_LINUX_STALL": "4"}, stderr=subprocess.PIPE)
     try:
         _wait_for("the first build to stall", _stalled_in(results, "x86_64"))
         second = subprocess.run([*argv, "--json"], env=env, capture_output=True, text=True)

@@ -20,8 +20,12 @@ from pathlib import Path
 
 import koji
 import pytest
+from kxen import pipeline
 from kxen.build.backends import kojiclient as kojidriver
+from kxen.build.backends.base import Task
+from kxen.build.backends.kojibackend import KojiBackend
 from kxen.errors import BuildError, HubError, InputError
+from kxen.support.progress import NullProgress
 
 from ..kojihub import Hub, HubState
 from ..kojihub.pki import Pki
@@ -134,6 +138,11 @@ def submit(driver: kojidriver.KojiDriver, srpm: Path, arches: list[str] | None =
     return driver.submit(src, TARGET, kojidriver.scratch_opts(arches))
 
 
+def download(driver: kojidriver.KojiDriver, task_id: int, results: Path) -> pipeline.BuildReport:
+    """`kxen koji download`'s pipeline: every arch of a finished task into results/."""
+    return pipeline.build(KojiBackend(driver), Task(task_id), [], results, NullProgress())
+
+
 def rpm_arch(path: Path) -> str:
     run = subprocess.run(
         ["rpm", "-qp", "--nosignature", "--queryformat", "%{ARCH}", str(path)],
@@ -155,7 +164,7 @@ def test_scratch_build_downloads_real_rpms(
     assert [c.name for c in tree.children] == ["srpm", "i686", "x86_64"]
     assert all(c.state == "closed" and c.seconds is not None for c in tree.children)
     assert trees and trees[-1].done
-    done = driver.download(task_id, tmp_path / "results")
+    done = download(driver, task_id, tmp_path / "results")
     assert done.nvr == "tiny-1.0-1"
     for arch in ("i686", "x86_64"):
         folder = tmp_path / "results" / "tiny-1.0-1" / arch
@@ -173,6 +182,94 @@ def test_scratch_build_downloads_real_rpms(
     src, target, opts = build.request
     assert src.startswith("cli-build/") and src.endswith("/tiny-1.0-1.src.rpm")
     assert target == TARGET and opts["scratch"] is True
+
+
+def test_download_takes_each_file_from_its_volume_and_the_srpm_once(
+    hub: Hub, koji_config: Path, tiny_srpm: Path, tmp_path: Path
+) -> None:
+    driver = make_driver(koji_config, Sleeps())
+    tree = driver.watch(submit(driver, tiny_srpm))
+    i686 = next(c for c in tree.children if c.name == "i686")
+    # the hub moved the i686 build's output (the first buildArch: RPMs, logs, the SRPM)
+    hub.state.volumes.append("archive")
+    moved = hub.state.task_dir(i686.id, "archive")
+    moved.parent.mkdir(parents=True)
+    hub.state.task_dir(i686.id).rename(moved)
+    fetched: list[kojidriver.Output] = []
+    fetch = driver.fetch
+
+    def recording(output: kojidriver.Output, into: Path) -> Path:
+        fetched.append(output)
+        return fetch(output, into)
+
+    driver.fetch = recording  # type: ignore[method-assign]
+    report = download(driver, tree.root.id, tmp_path / "results")
+    srpm = "tiny-1.0-1.src.rpm"
+    assert [output.name for output in fetched].count(srpm) == 1
+    assert any(o.task_id == i686.id and o.volume == "archive" for o in fetched)
+    for arch in ("i686", "x86_64"):
+        folder = tmp_path / "results" / "tiny-1.0-1" / arch
+        assert (folder / srpm).read_bytes() == tiny_srpm.read_bytes()
+        assert rpm_arch(folder / f"tiny-1.0-1.{arch}.rpm") == arch
+    assert report.srpm == srpm and report.run["task_id"] == tree.root.id
+
+
+def test_a_failed_arch_is_published_with_its_logs(
+    hub: Hub, koji_config: Path, tiny_srpm: Path, tmp_path: Path
+) -> None:
+    hub.state.fail_arch = "i686"
+    driver = make_driver(koji_config, Sleeps())
+    results = tmp_path / "results"
+    with pytest.raises(pipeline.BuildFailed) as failed:
+        pipeline.build(KojiBackend(driver, TARGET), tiny_srpm, [], results, NullProgress())
+    error = failed.value
+    assert error.exit_code == 5
+    assert error.message.startswith("i686: build failed: koji task ")
+    assert "mock exited with status 1" in error.message
+    assert any("Bad exit status" in line for line in error.details)
+    (task,) = hub.state.build_tasks()
+    assert error.payload["task_id"] == task.id
+    assert error.payload["failures"][0]["arch"] == "i686"
+    folder = results / "tiny-1.0-1" / "failed-i686"
+    assert {"build.log", "root.log", "kxen-result.json"} <= {p.name for p in folder.iterdir()}
+    assert f"(log: {folder / 'build.log'})" in error.message
+    assert not (results / "tiny-1.0-1" / "i686").exists()
+
+
+def test_download_of_an_unfinished_task_is_refused(
+    hub: Hub, koji_config: Path, tiny_srpm: Path, tmp_path: Path
+) -> None:
+    hub.state.build_delay = 30
+    driver = make_driver(koji_config, Sleeps())
+    task_id = submit(driver, tiny_srpm)
+    with pytest.raises(BuildError, match=f"koji task {task_id} is open: nothing to download"):
+        download(driver, task_id, tmp_path / "results")
+    assert list((tmp_path / "results").iterdir()) == []
+
+
+def test_ctrl_c_while_following_a_build_leaves_it_running_and_no_results(
+    hub: Hub, koji_config: Path, tiny_srpm: Path, tmp_path: Path
+) -> None:
+    hub.state.build_delay = 30
+    sleeps = Sleeps()
+
+    def ctrl_c() -> None:
+        raise KeyboardInterrupt
+
+    sleeps.hooks[1] = ctrl_c
+    driver = make_driver(koji_config, sleeps)
+    results = tmp_path / "results"
+    with pytest.raises(kojidriver.Detached) as detached:
+        pipeline.build(KojiBackend(driver, TARGET), tiny_srpm, [], results, NullProgress())
+    (task,) = hub.state.build_tasks()
+    assert detached.value.exit_code == 130 and detached.value.payload == {"task_id": task.id}
+    assert detached.value.details == [
+        f"koji task {task.id} keeps running on the hub",
+        f"resume with: kxen koji watch --profile {PROFILE} --koji-config {koji_config} {task.id}",
+    ]
+    assert hub.state.tasks[task.id].state == 1  # still open
+    # no partial results (the NVR's lock file stays if the SRPM was made before Ctrl-C)
+    assert [p.name for p in results.iterdir()] in ([], [".tiny-1.0-1.lock"])
 
 
 def test_arch_override_builds_only_that_arch(hub: Hub, koji_config: Path, tiny_srpm: Path) -> None:
@@ -252,7 +349,10 @@ def test_hub_staying_offline_gives_resume_command(
     hub.state.offline = False
     resumed = make_driver(koji_config, Sleeps())
     assert resumed.watch(task_id).root.state == "closed"
-    assert resumed.download(task_id, tmp_path / "r").arches["x86_64"]
+    assert [a.arch for a in download(resumed, task_id, tmp_path / "r").arches] == [
+        "i686",
+        "x86_64",
+    ]
 
 
 def test_lost_build_answer_is_reconciled_not_resubmitted(
@@ -373,6 +473,7 @@ def test_real_koji_cli_against_hub(
     koji_cli("download-task", str(task.id), cwd=into)
     assert sorted(p.name for p in into.iterdir()) == [
         "tiny-1.0-1.i686.rpm",
+        "tiny-1.0-1.src.rpm",  # like kojid, the hub's first buildArch keeps the SRPM
         "tiny-1.0-1.x86_64.rpm",
     ]
     assert rpm_arch(into / "tiny-1.0-1.i686.rpm") == "i686"

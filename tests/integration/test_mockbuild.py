@@ -95,13 +95,13 @@ def make_srpm(where: Path, build: str, name: str = "tiny") -> Path:
 def build(
     srpm: Path, arches: list[str], results: Path, **options: object
 ) -> tuple[list[ArchResult], Path]:
-    """pipeline.build_arches with the mock backend, published under results/<nvr>/."""
+    """pipeline.build with the mock backend, published under results/<nvr>/."""
     backend = MockBackend(SubprocessRunner(), default_roots(), **options)  # type: ignore[arg-type]
-    nvr_dir = results / srpm.name.removesuffix(".src.rpm")
-    outcomes = pipeline.build_arches(
-        backend, srpm, arches, nvr_dir, {"nvr": TINY}, backend.runner, NullProgress()
-    )
-    return outcomes, nvr_dir
+    try:
+        report = pipeline.build(backend, srpm, arches, results, NullProgress())
+    except pipeline.BuildFailed as failed:
+        report = failed.report
+    return report.arches, results / report.nvr
 
 
 def state_times(state_log: Path, what: str) -> tuple[datetime.datetime, datetime.datetime]:
@@ -354,8 +354,7 @@ signal.signal(signal.SIGTERM, output._on_sigterm)
 backend = MockBackend(SubprocessRunner(), default_roots(), jobs=2, cpus=2)
 srpm, results = Path(sys.argv[1]), Path(sys.argv[2])
 try:
-    pipeline.build_arches(backend, srpm, ["x86_64", "i686"], results / "tiny", {{}},
-                          backend.runner, NullProgress())
+    pipeline.build(backend, srpm, ["x86_64", "i686"], results, NullProgress())
 except BaseException as exc:
     print("stopped by", type(exc).__name__, flush=True)
     sys.exit(3)
@@ -393,7 +392,7 @@ def test_signal_stops_every_mock_and_rpmbuild(
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            logs = list(results.glob("tiny/.staging-*/state.log"))
+            logs = list(results.glob(f"{TINY}/.staging-*/state.log"))
             if len(logs) == 2 and all("Start: rpmbuild" in p.read_text() for p in logs):
                 break
             time.sleep(0.1)
@@ -408,7 +407,7 @@ def test_signal_stops_every_mock_and_rpmbuild(
             driver.wait()
     assert driver.returncode == 3 and "stopped by" in out
     assert _processes_with(mock_env["KXEN_TEST_MARKER"]) == []
-    assert not (results / "tiny" / "x86_64").exists()
+    assert not (results / TINY / "x86_64").exists()
 
 
 # --- one real kernel through the CLI ------------------------------------------------------

@@ -127,6 +127,7 @@ class HubState:
     uploads: dict[str, list[Any]] = field(default_factory=dict)
     upload_chunks: dict[str, list[int]] = field(default_factory=dict)  # path -> chunk sizes
     run_builds: bool = True  # False: tasks are created but never picked up (benchmarks)
+    volumes: list[str] = field(default_factory=lambda: ["DEFAULT"])  # like list_volumes()
 
     def add_target(self, name: str, arches: list[str], packages: list[str] | None = None) -> None:
         build_tag, dest_tag = f"{name}-build", name
@@ -146,8 +147,10 @@ class HubState:
     def user_id(self, name: str) -> int:
         return sorted(self.users).index(name) + 1
 
-    def task_dir(self, task_id: int) -> Path:
-        return self.topdir / "work" / "tasks" / str(task_id % 10000) / str(task_id)
+    def task_dir(self, task_id: int, volume: str = "DEFAULT") -> Path:
+        """koji's pathinfo.work(volume)/taskrelpath(task_id) under topdir."""
+        base = self.topdir if volume == "DEFAULT" else self.topdir / "vol" / volume
+        return base / "work" / "tasks" / str(task_id % 10000) / str(task_id)
 
     def build_tasks(self) -> list[Task]:
         return [task for task in self.tasks.values() if task.method == "build"]
@@ -681,11 +684,12 @@ class _Api:
             },
         )
         children = []
-        for label in arches:
+        for index, label in enumerate(arches):
+            keep_srpm = index == 0  # kojid: the first buildArch also outputs the SRPM
             child = self._new_task(
                 "buildArch",
                 parent.owner,
-                [src, target["build_tag"], label, True, {}],
+                [src, target["build_tag"], label, keep_srpm, {}],
                 label=label,
                 arch=CANON.get(label, label),
                 parent=parent.id,
@@ -768,6 +772,10 @@ class _Api:
             shutil.move(rpm, out / rpm.name)
             rpms.append(f"{relative}/{rpm.name}")
         shutil.rmtree(topdir, ignore_errors=True)
+        srpms = []
+        if task.request[3]:  # keep_srpm
+            shutil.copy2(srpm, out / srpm.name)
+            srpms.append(f"{relative}/{srpm.name}")
         (out / "state.log").write_text("done\n")
         if run.returncode != 0:
             self._finish(
@@ -787,7 +795,7 @@ class _Api:
         self._finish(
             task,
             CLOSED,
-            result={"rpms": rpms, "srpms": [], "logs": logs, "brootid": task.id},
+            result={"rpms": rpms, "srpms": srpms, "logs": logs, "brootid": task.id},
         )
 
     # --- tasks -------------------------------------------------------------
@@ -830,23 +838,27 @@ class _Api:
     def rpc_listTaskOutput(
         self, session: Any, taskID: int, stat: bool = False, all_volumes: bool = False
     ) -> Any:
-        folder = self.state.task_dir(int(taskID))
-        files = sorted(p for p in folder.iterdir() if p.is_file()) if folder.is_dir() else []
-        if not stat:
-            if all_volumes:
-                return {p.name: ["DEFAULT"] for p in files}
-            return [p.name for p in files]
-        output: dict[str, Any] = {}
-        for path in files:
-            info = path.stat()
-            entry = {
-                "st_size": str(info.st_size),
-                "st_atime": info.st_atime,
-                "st_mtime": info.st_mtime,
-                "st_ctime": info.st_ctime,
-            }
-            output[path.name] = {"DEFAULT": entry} if all_volumes else entry
-        return output
+        """Like the hub's list_task_output: the DEFAULT volume, or with all_volumes every
+        volume's copy of the task directory, by file name."""
+        found: dict[str, dict[str, Any]] = {}
+        for volume in self.state.volumes if all_volumes else ["DEFAULT"]:
+            folder = self.state.task_dir(int(taskID), volume)
+            files = sorted(p for p in folder.iterdir() if p.is_file()) if folder.is_dir() else []
+            for path in files:
+                info = path.stat()
+                found.setdefault(path.name, {})[volume] = {
+                    "st_size": str(info.st_size),
+                    "st_atime": info.st_atime,
+                    "st_mtime": info.st_mtime,
+                    "st_ctime": info.st_ctime,
+                }
+        if all_volumes:
+            if stat:
+                return found
+            return {name: list(volumes) for name, volumes in found.items()}
+        if stat:
+            return {name: volumes["DEFAULT"] for name, volumes in found.items()}
+        return list(found)
 
     def rpc_downloadTaskOutput(
         self,

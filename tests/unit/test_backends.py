@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from kxen.build.backends.base import first_errors, neutralise
+from kxen.build.backends.base import first_errors
 from kxen.build.backends.local import (
     BUILD_SPACE_MIB,
     RAM_AREA,
@@ -17,6 +17,7 @@ from kxen.build.backends.local import (
 )
 from kxen.errors import NoSpaceError
 from kxen.support.runner import SubprocessRunner
+from kxen.support.text import neutralise
 
 
 class Recorder:
@@ -121,3 +122,67 @@ def test_build_area_is_ram_only_when_the_build_fits_with_room_to_spare(
     monkeypatch.setattr(shutil, "disk_usage", lambda _path: small)
     assert build_area(tmp_path, meminfo(tmp_path, plenty * 4)) == tmp_path
     assert build_area(tmp_path, tmp_path / "no-meminfo") == tmp_path
+
+
+# --- the interface ---------------------------------------------------------------------
+
+
+class RecordingRunner:
+    """Records what a backend runs and fails it at once."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[list[str], dict[str, object]]] = []
+
+    def run(self, argv: list[object], **options: object) -> object:
+        from kxen.support.runner import Completed
+
+        self.calls.append(([str(a) for a in argv], options))
+        return Completed(tuple(str(a) for a in argv), 1, "error: no\n", tail=("error: no\n",))
+
+    def stop_all(self) -> None:
+        pass
+
+
+def test_builds_run_in_the_c_locale_whatever_the_users(tmp_path: Path) -> None:
+    from kxen.build.backends.base import BUILD_LOCALE
+    from kxen.build.backends.mock import MockBackend
+    from kxen.support.progress import NullProgress
+
+    runner = RecordingRunner()
+    srpm = tmp_path / "tiny-1.0-1.src.rpm"
+    for backend in (
+        LocalBackend(runner, tmp_path / "area"),  # type: ignore[arg-type]
+        MockBackend(runner, {"x86_64": "fedora-41-x86_64"}),  # type: ignore[arg-type]
+    ):
+        run = backend.start(srpm, ["x86_64"], NullProgress())
+        assert run.nvr() == "tiny-1.0-1" and run.srpm(tmp_path) == srpm
+        (arch,) = run.arches()
+        staging = tmp_path / backend.name
+        staging.mkdir()
+        assert not arch.collect(staging, NullProgress()).ok
+    assert [argv[0] for argv, _ in runner.calls] == ["rpmbuild", "mock"]
+    assert all(options["env"] == BUILD_LOCALE for _, options in runner.calls)
+    assert BUILD_LOCALE["LC_ALL"] == BUILD_LOCALE["LANG"] == "C"
+
+
+def test_local_and_mock_build_a_local_srpm_only(tmp_path: Path) -> None:
+    from kxen.build.backends.base import Scm, Task
+    from kxen.errors import InputError
+    from kxen.support.progress import NullProgress
+
+    backend = LocalBackend(SubprocessRunner(), tmp_path)
+    for source in (Scm("git+https://example.org/k.git#0123abc"), Task(7)):
+        with pytest.raises(InputError, match="the local backend builds a local SRPM"):
+            backend.start(source, ["x86_64"], NullProgress())
+
+
+def test_mock_exit_codes_are_mocks_whole_table() -> None:
+    from kxen.build.backends.mock import EXIT_MEANINGS
+
+    # mockbuild/exception.py's codes, and 7 for Ctrl-C (mock.py)
+    assert set(EXIT_MEANINGS) == {
+        *(1, 2, 3, 4, 5, 6, 7, 10, 11, 20, 25, 30, 31, 40, 50, 60, 65, 70, 80, 90),
+        *(110, 120, 129, 141, 143),
+    }
+    assert EXIT_MEANINGS[10] == "rpmbuild phase failed"
+    assert EXIT_MEANINGS[60] == "build root locked"

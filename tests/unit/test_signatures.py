@@ -13,7 +13,7 @@ from typing import IO
 import pytest
 from kxen import manifest
 from kxen.errors import ExitCode, InputError, MissingToolError, SourceError
-from kxen.support.runner import Completed, SubprocessRunner
+from kxen.support.runner import Completed, Running, SubprocessRunner
 from kxen.upstream import signatures
 from kxen.upstream.sources import Lookaside, SourceEntry
 
@@ -262,6 +262,9 @@ class RecordingRunner:
     ) -> Completed:
         self.calls.append(([os.fspath(a) for a in argv], dict(env or {})))
         return self.inner.run(argv, env=env, stdin=stdin, **kwargs)  # type: ignore[arg-type]
+
+    def stream(self, argv: Sequence[str | os.PathLike[str]], **kwargs: object) -> Running:
+        return self.inner.stream(argv, **kwargs)  # type: ignore[arg-type]
 
     def stop_all(self) -> None:
         self.inner.stop_all()

@@ -7,19 +7,19 @@ what it needs; data only flows forward.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import datetime as dt
 import os
-import shutil
 import threading
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 from kxen import manifest
 from kxen.build import results, spec, srpm
-from kxen.build.backends.base import ArchResult, Backend, BuildRequest
+from kxen.build.backends.base import ArchBuild, ArchResult, Backend, Run, Source
 from kxen.config import fragments as configs
 from kxen.config.operations import generate_configs
 from kxen.errors import BuildError, InputError
@@ -34,7 +34,6 @@ from kxen.project import (
 from kxen.support import fsutil, inputs
 from kxen.support.fsutil import atomic_write_text, scratch_dir
 from kxen.support.progress import Progress
-from kxen.support.runner import Runner
 from kxen.upstream import bump, origin, signatures, sources
 from kxen.versions import UpstreamVersion
 
@@ -117,15 +116,8 @@ def _bumped_entry(
 
 
 def _rendered_spec(project: Project, which: manifest.Manifest) -> str:
-    up = origin.named(which)
-    inputs = spec.SpecInputs(
-        manifest=which,
-        upstream=up,
-        flavour="default",
-        buildid=spec.effective_buildid(which, "default", None),
-        patches=tuple(patches.load_series(project.root / "patches")),
-        config_names=spec.config_names(which, up, "default"),
-    )
+    """The default flavour's spec as `which` (the manifest before or after a bump) renders it."""
+    inputs = spec_inputs(project, origin.named(which), "default", None, which)
     return spec.render(inputs, project.root / "specs")
 
 
@@ -134,12 +126,6 @@ def new_sources(project: Project, files: list[Path]) -> list[sources.SourceEntry
     entries = [project.lookaside.import_file(path) for path in files]
     sources.write_sources(project.root / sources.SOURCES_NAME, entries)
     return entries
-
-
-
-
-
-
 
 
 # --- configs, spec, SRPM ---------------------------------------------------
@@ -169,46 +155,25 @@ class Prepared:
 
 
 def spec_inputs(
-    project: Project, up: origin.Upstream, flavour: str, buildid: str | None
+    project: Project,
+    up: origin.Upstream,
+    flavour: str,
+    buildid: str | None,
+    which: manifest.Manifest | None = None,
 ) -> spec.SpecInputs:
+    """What the spec of `flavour` is made of: the checkout's manifest (or `which`), the
+    upstream files, the series and the config names."""
+    described = which or project.manifest
     project.check_flavour(flavour)
     return spec.SpecInputs(
-        manifest=project.manifest,
+        manifest=described,
         upstream=up,
         flavour=flavour,
-        buildid=spec.effective_buildid(project.manifest, flavour, buildid),
+        buildid=spec.effective_buildid(described, flavour, buildid),
         patches=tuple(patches.load_series(project.root / "patches")),
-        config_names=spec.config_names(project.manifest, up, flavour),
+        config_names=spec.config_names(described, up, flavour),
         local_tarball_sha512=up.tarball_sha512,
     )
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 
 
 def prepare(
@@ -239,10 +204,6 @@ RPMS_PER_ARCH_MIB = 256
 """A default kernel-xen and its devel package of one arch, with room to spare (27 MB in 6.1)."""
 
 
-
-
-
-
 def build_srpm(project: Project, prepared: Prepared, outdir: Path) -> Path:
     project.progress.phase("srpm", prepared.nvr)
     return srpm.build_srpm(
@@ -257,17 +218,18 @@ def build_srpm(project: Project, prepared: Prepared, outdir: Path) -> Path:
 # --- patches ---------------------------------------------------------------
 
 
-
-
-
-
-
-
-
-
-
-
 # --- binary builds ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Checkout:
+    """The SRPM this checkout makes (`kxen srpm`): what `local`, `mockbuild` and
+    `scratch-build` build unless scratch-build is handed an SRPM."""
+
+    project: Project
+    flavour: str
+    local_tarball: UpstreamChoice
+    buildid: str | None = None
 
 
 @dataclass
@@ -279,135 +241,223 @@ class BuildReport:
     arches: list[ArchResult]
     results_dir: str
     seconds: float
+    run: dict[str, Any] = field(default_factory=dict)
+    """Where the build ran if not here (koji: hub, task id, what was submitted)."""
 
     @property
     def ok(self) -> bool:
         return all(result.ok for result in self.arches)
 
 
-def build(
-    project: Project,
-    backend: Backend,
-    flavour: str,
-    arches: list[str],
-    local_tarball: UpstreamChoice,
-    results_root: Path,
-    buildid: str | None = None,
-) -> BuildReport:
-    """SRPM once, then one backend build per arch, each published on success."""
-    started = time.monotonic()
-    project.check_flavour(flavour)
-    project.check_arches(arches)
-    fsutil.make_dirs(results_root)
-    for found in [*results.reclaim_results(results_root), *backend.reclaim()]:
-        project.progress.warn(found.describe())
-    backend.check_host(arches)
-    with scratch_dir(results_root, ".work-") as work:
-        rpms = {results_root: RPMS_PER_ARCH_MIB * len(arches)}
-        prepared = prepare(project, flavour, local_tarball, work / "configs", buildid, rpms)
-        with results.locked_nvr(results_root, prepared.nvr) as nvr_dir:
-            srpm_path = build_srpm(project, prepared, work)
-            record = {
-                "nvr": prepared.nvr,
-                "flavour": flavour,
-                "backend": backend.name,
-                "upstream": prepared.upstream.describe(),
-                "srpm": srpm_path.name,
-            }
-            outcomes = build_arches(
-                backend, srpm_path, arches, nvr_dir, record, project.runner, project.progress
-            )
-    report = BuildReport(
-        nvr=prepared.nvr,
-        backend=backend.name,
-        upstream=prepared.upstream.describe(),
-        srpm=srpm_path.name,
-        arches=outcomes,
-        results_dir=str(results_root / prepared.nvr),
-        seconds=round(time.monotonic() - started, 1),
-    )
-    if not report.ok:
-        failed = next(result for result in outcomes if not result.ok)
-        log_name = failed.logs[0] if failed.logs else "build.log"
-        log = results_root / prepared.nvr / f"failed-{failed.arch}" / log_name
-        raise BuildFailed(
-            f"{failed.arch}: build failed: {failed.error} (log: {log})", failed.error_lines, report
-        )
-    return report
+@dataclass(frozen=True)
+class Submitted:
+    """A build started and not followed (koji's `--nowait`)."""
+
+    backend: str
+    run: dict[str, Any]
 
 
 class BuildFailed(BuildError):
-    def __init__(self, message: str, details: list[str], report: BuildReport) -> None:
-        super().__init__(message, details=details)
+    """An arch failed: its error, the lines that explain it, and where its logs are kept."""
+
+    def __init__(self, report: BuildReport) -> None:
+        failed = next(result for result in report.arches if not result.ok)
+        log = Path(report.results_dir) / results.failed_name(failed.arch)
+        log /= failed.logs[0] if failed.logs else "build.log"
+        super().__init__(
+            f"{failed.arch}: build failed: {failed.error} (log: {log})",
+            details=failed.error_lines,
+        )
         self.report = report
+        failure = {"arch": failed.arch, "error": failed.error, "log": str(log)}
+        self.payload = {"report": asdict(report), **report.run, "failures": [failure]}
 
 
-def build_arches(
+@overload
+def build(
     backend: Backend,
-    srpm_path: Path,
+    source: Checkout | Source,
     arches: list[str],
+    results_root: Path,
+    progress: Progress,
+) -> BuildReport: ...
+
+
+@overload
+def build(
+    backend: Backend,
+    source: Checkout | Source,
+    arches: list[str],
+    results_root: Path,
+    progress: Progress,
+    *,
+    wait: bool,
+) -> BuildReport | Submitted: ...
+
+
+def build(
+    backend: Backend,
+    source: Checkout | Source,
+    arches: list[str],
+    results_root: Path,
+    progress: Progress,
+    *,
+    wait: bool = True,
+) -> BuildReport | Submitted:
+    """Every binary build: `source` (this checkout's SRPM, an SRPM file, a koji SCM URL or
+    task) built by `backend` for `arches` (empty: every arch the source builds for).
+
+    Once the run knows its NVR, `results/<nvr>/` is locked and each arch is published
+    there as it is collected: `<arch>/` when it built, `failed-<arch>/` with its logs when
+    not, which stops the arches not started yet (BuildFailed). Without `wait`, returns as
+    soon as the backend started (a koji task)."""
+    started = time.monotonic()
+    if isinstance(source, Checkout):
+        source.project.check_flavour(source.flavour)
+        source.project.check_arches(arches)
+    _get_ready(backend, arches, results_root, progress)
+    with scratch_dir(results_root, ".work-") as work:
+        what, described = _what_to_build(source, arches, results_root, work)
+        run = backend.start(what, arches, progress)
+        if not wait:
+            return Submitted(backend.name, run.record)
+        report = _collect(backend, run, results_root, work, described, progress)
+    report.seconds = round(time.monotonic() - started, 1)
+    if not report.ok:
+        raise BuildFailed(report)
+    return report
+
+
+def _get_ready(backend: Backend, arches: list[str], results_root: Path, progress: Progress) -> None:
+    """Before any work: the results root exists, what killed runs left is gone (and
+    said), and the backend can build."""
+    fsutil.make_dirs(results_root)
+    for found in [*results.reclaim_results(results_root), *backend.reclaim()]:
+        progress.warn(found.describe())
+    backend.check_host(arches)
+
+
+def _what_to_build(
+    source: Checkout | Source, arches: list[str], results_root: Path, work: Path
+) -> tuple[Source, dict[str, Any]]:
+    """What the backend is started on (the checkout's SRPM is built in `work`), and what
+    the results record of where it came from."""
+    if not isinstance(source, Checkout):
+        return source, {}
+    project = source.project
+    rpms = {results_root: RPMS_PER_ARCH_MIB * len(arches)}
+    prepared = prepare(
+        project, source.flavour, source.local_tarball, work / "configs", source.buildid, rpms
+    )
+    path = build_srpm(project, prepared, work)
+    return path, {"flavour": source.flavour, "upstream": prepared.upstream.describe()}
+
+
+def _collect(
+    backend: Backend,
+    run: Run,
+    results_root: Path,
+    work: Path,
+    described: dict[str, Any],
+    progress: Progress,
+) -> BuildReport:
+    nvr = run.nvr()
+    with results.locked_nvr(results_root, nvr) as nvr_dir:
+        srpm_path = run.srpm(work)
+        record = {"nvr": nvr, "backend": backend.name, "srpm": srpm_path.name}
+        record |= described | run.record
+        outcomes = _collect_arches(backend, run, srpm_path, nvr_dir, record, progress)
+    return BuildReport(
+        nvr=nvr,
+        backend=backend.name,
+        upstream=described.get("upstream", {}),
+        srpm=srpm_path.name,
+        arches=outcomes,
+        results_dir=str(results_root / nvr),
+        seconds=0.0,
+        run=run.record,
+    )
+
+
+def _collect_arches(
+    backend: Backend,
+    run: Run,
+    srpm_path: Path,
     nvr_dir: Path,
     record: dict[str, Any],
-    runner: Runner,
     progress: Progress,
 ) -> list[ArchResult]:
-    """One backend build per arch, each published as it finishes; stops at the first failure.
+    """Each arch of `run` staged and published as it is collected; stops at the first
+    failure.
 
-    Backends with `jobs > 1` (mock) build up to that many arches at once, one thread each;
-    once one fails, arches not started yet are not started. Ctrl-C/SIGTERM reach the main
-    thread: it stops every command of every thread (their process groups) and re-raises."""
-    jobs = min(getattr(backend, "jobs", 1), len(arches))
-    if jobs <= 1:
-        outcomes = []
-        for arch in arches:
-            progress.phase(f"build {arch}", srpm_path.name.removesuffix(".src.rpm"))
-            outcome = _build_arch(backend, srpm_path, arch, nvr_dir, record, progress)
-            outcomes.append(outcome)
-            if not outcome.ok:
-                break
-        return outcomes
-    progress.phase(f"build {', '.join(arches)}", f"{jobs} at a time")
+    A backend with `jobs > 1` (mock) has up to that many arches collected at once, one
+    thread each; once one fails, arches not started yet are not started. Ctrl-C/SIGTERM
+    reach the main thread: it stops every process of the backend (their process groups)
+    and re-raises."""
+    with contextlib.closing(run.arches()) as builds:
+        if backend.jobs <= 1:
+            return _one_at_a_time(builds, srpm_path, nvr_dir, record, progress)
+        return _at_once(backend, list(builds), srpm_path, nvr_dir, record, progress)
+
+
+def _one_at_a_time(
+    builds: Iterable[ArchBuild],
+    srpm_path: Path,
+    nvr_dir: Path,
+    record: dict[str, Any],
+    progress: Progress,
+) -> list[ArchResult]:
+    outcomes = []
+    for arch in builds:
+        progress.phase(f"{arch.doing} {arch.arch}", nvr_dir.name)
+        outcome = _collect_arch(arch, srpm_path, nvr_dir, record, progress)
+        outcomes.append(outcome)
+        if not outcome.ok:
+            break
+    return outcomes
+
+
+def _at_once(
+    backend: Backend,
+    builds: list[ArchBuild],
+    srpm_path: Path,
+    nvr_dir: Path,
+    record: dict[str, Any],
+    progress: Progress,
+) -> list[ArchResult]:
+    jobs = min(backend.jobs, len(builds))
+    names = ", ".join(arch.arch for arch in builds)
+    progress.phase(f"{builds[0].doing} {names}" if builds else "build", f"{jobs} at a time")
     failed = threading.Event()
 
-    def one(arch: str) -> ArchResult | None:
+    def one(arch: ArchBuild) -> ArchResult | None:
         if failed.is_set():
             return None
-        outcome = _build_arch(backend, srpm_path, arch, nvr_dir, record, progress)
+        outcome = _collect_arch(arch, srpm_path, nvr_dir, record, progress)
         if not outcome.ok:
             failed.set()
         return outcome
 
-    pool = concurrent.futures.ThreadPoolExecutor(jobs, thread_name_prefix="kxen-build")
+    pool = concurrent.futures.ThreadPoolExecutor(max(jobs, 1), thread_name_prefix="kxen-build")
     futures: list[concurrent.futures.Future[ArchResult | None]] = []
     try:
-        futures = [pool.submit(one, arch) for arch in arches]
+        futures = [pool.submit(one, arch) for arch in builds]
         done = [future.result() for future in futures]
     except BaseException:
         failed.set()
         for future in futures:
             future.cancel()
-        runner.stop_all()
+        backend.stop()
         pool.shutdown(wait=True, cancel_futures=True)
         raise
     pool.shutdown(wait=True)
     return [outcome for outcome in done if outcome is not None]
 
 
-def _build_arch(
-    backend: Backend,
-    srpm_path: Path,
-    arch: str,
-    nvr_dir: Path,
-    record: dict[str, Any],
-    progress: Progress,
+def _collect_arch(
+    arch: ArchBuild, srpm_path: Path, nvr_dir: Path, record: dict[str, Any], progress: Progress
 ) -> ArchResult:
-    with results.staging_for(nvr_dir, arch) as staging:
-        outcome = backend.build(BuildRequest(srpm_path, arch, staging), progress)
-        if outcome.ok:
-            if not (staging / srpm_path.name).exists():  # mock leaves the rebuilt SRPM
-                os.link(srpm_path, staging / srpm_path.name)
-            results.publish(staging, nvr_dir / arch, outcome, record)
-            shutil.rmtree(nvr_dir / f"failed-{arch}", ignore_errors=True)  # superseded
-        else:
-            results.publish(staging, nvr_dir / f"failed-{arch}", outcome, record)
+    with results.staging_for(nvr_dir, arch.arch) as staging:
+        outcome = arch.collect(staging, progress)
+        results.publish_arch(staging, nvr_dir, outcome, {**record, **arch.record}, srpm_path)
     return outcome

@@ -1,4 +1,5 @@
-"""Publishing build results as `results/<nvr>/<arch>/` and the summary CI reads.
+"""Publishing build results as `results/<nvr>/<arch>/` (or `failed-<arch>/`) and the
+summary CI reads.
 
 Results are assembled in a staging directory next to their final place and
 renamed in only when the arch built: a failed or interrupted build leaves the
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -26,6 +28,7 @@ from kxen.support.fsutil import (
     replace_dir,
     scratch_dir,
 )
+from kxen.upstream.sources import link_or_copy
 
 RESULT_FILE = "kxen-result.json"
 STAGING_PREFIX = ".staging-"
@@ -66,6 +69,26 @@ def _nvr_dirs(root: Path) -> list[Path]:
 def staging_for(nvr_dir: Path, arch: str) -> Iterator[Path]:
     with scratch_dir(nvr_dir, f"{STAGING_PREFIX}{arch}-") as staging:
         yield staging
+
+
+def failed_name(arch: str) -> str:
+    """Where a failed arch's logs are kept: `results/<nvr>/failed-<arch>/`."""
+    return f"failed-{arch}"
+
+
+def publish_arch(
+    staging: Path, nvr_dir: Path, result: ArchResult, record: dict[str, Any], srpm: Path
+) -> Path:
+    """An arch that built as `<nvr>/<arch>/`, with the SRPM beside its RPMs (unless the
+    backend left its rebuilt one) and any earlier failure of it removed; one that failed
+    as `<nvr>/failed-<arch>/`."""
+    if not result.ok:
+        return publish(staging, nvr_dir / failed_name(result.arch), result, record)
+    if not (staging / srpm.name).exists():
+        link_or_copy(srpm, staging / srpm.name)
+    final = publish(staging, nvr_dir / result.arch, result, record)
+    shutil.rmtree(nvr_dir / failed_name(result.arch), ignore_errors=True)  # superseded
+    return final
 
 
 def publish(staging: Path, final: Path, result: ArchResult, record: dict[str, Any]) -> Path:

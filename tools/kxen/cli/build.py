@@ -4,38 +4,41 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from kxen import pipeline
-from kxen.build import spec as spec_module
-from kxen.build.backends.base import Backend
-from kxen.build.backends.local import LocalBackend, build_area
-from kxen.build.backends.mock import MockBackend, choose_roots, default_roots
 from kxen.cli.app import main_group
 from kxen.cli.options import RESULTS_OPTION, Selection, selection_options
 from kxen.cli.output import Options, command, echo_lines, emit, open_project
-from kxen.project import Project, resolve_upstream
-from kxen.support.fsutil import scratch_dir
+
+if TYPE_CHECKING:  # the library is imported when a command runs: `kxen --help` stays light
+    from kxen import pipeline
+    from kxen.build.backends.base import ArchResult
+    from kxen.project import Project
 
 
-def _build(
-    project: Project,
-    backend: Backend,
-    selection: Selection,
-    arches: list[str],
-    results_root: Path,
-) -> pipeline.BuildReport:
-    """One pipeline.build for every backend command (local, mockbuild, ...)."""
-    return pipeline.build(
-        project,
-        backend,
-        selection.flavour,
-        arches,
-        selection.local_tarball,
-        results_root,
-        selection.buildid,
+def checkout(project: Project, selection: Selection) -> pipeline.Checkout:
+    """What local, mockbuild and scratch-build build: the checkout's SRPM of `selection`."""
+    from kxen import pipeline
+
+    return pipeline.Checkout(project, selection.flavour, selection.local_tarball, selection.buildid)
+
+
+def _built(
+    options: Options,
+    report: pipeline.BuildReport,
+    line: Callable[[ArchResult], str],
+    **extra: Any,
+) -> None:
+    """What local and mockbuild print: a line per arch and the results dir, or the report."""
+    lines = [line(result) for result in report.arches]
+    emit(
+        options,
+        {"report": dataclasses.asdict(report), **extra},
+        echo_lines([*lines, f"results: {report.results_dir}"]),
     )
 
 
@@ -43,6 +46,9 @@ def _build(
 @selection_options
 def verrel(options: Options, selection: Selection) -> None:
     """Print the name-version-release the build would produce."""
+    from kxen.build import spec as spec_module
+    from kxen.project import resolve_upstream
+
     with open_project(options) as project:
         project.check_flavour(selection.flavour)
         version = (
@@ -68,6 +74,10 @@ def verrel(options: Options, selection: Selection) -> None:
 )
 def spec(options: Options, selection: Selection, output: Path | None) -> None:
     """Render specs/kernel-xen.spec.j2 into the spec rpmbuild reads."""
+    from kxen import pipeline
+    from kxen.build import spec as spec_module
+    from kxen.project import resolve_upstream
+
     with open_project(options) as project:
         up = resolve_upstream(project, selection.local_tarball)
         inputs = pipeline.spec_inputs(project, up, selection.flavour, selection.buildid)
@@ -88,6 +98,9 @@ def spec(options: Options, selection: Selection, output: Path | None) -> None:
 )
 def srpm(options: Options, selection: Selection, outdir: Path | None) -> None:
     """Build the source RPM (bit-identical for identical inputs)."""
+    from kxen import pipeline
+    from kxen.support.fsutil import scratch_dir
+
     target_dir = (outdir or options.repo).resolve()
     with open_project(options) as project, scratch_dir(target_dir, ".kxen-srpm-") as work:
         prepared = pipeline.prepare(
@@ -116,21 +129,20 @@ def local(
     options: Options,
     arches: tuple[str, ...],
     selection: Selection,
-    results_root: Path | None,
+    results_root: Path,
     workdir: Path | None,
 ) -> None:
     """Build binary RPMs on this machine with rpmbuild into results/<nvr>/<arch>/."""
-    root = (results_root or options.repo / "results").resolve()
+    from kxen import pipeline
+    from kxen.build.backends.local import LocalBackend, build_area
+
     with open_project(options) as project:
         wanted = list(arches) or list(project.manifest.arches)
-        backend = LocalBackend(project.runner, workdir.resolve() if workdir else build_area(root))
-        report = _build(project, backend, selection, wanted, root)
-    lines = [f"{r.arch}: ok in {r.seconds:.0f}s: {', '.join(r.rpms)}" for r in report.arches]
-    emit(
-        options,
-        {"report": dataclasses.asdict(report)},
-        echo_lines([*lines, f"results: {report.results_dir}"]),
-    )
+        area = workdir.resolve() if workdir else build_area(results_root)
+        backend = LocalBackend(project.runner, area)
+        build_what = checkout(project, selection)
+        report = pipeline.build(backend, build_what, wanted, results_root, project.progress)
+    _built(options, report, lambda r: f"{r.arch}: ok in {r.seconds:.0f}s: {', '.join(r.rpms)}")
 
 
 @command(main_group)
@@ -160,13 +172,15 @@ def mockbuild(
     roots: tuple[str, ...],
     jobs: int | None,
     no_clean: bool,
-    results_root: Path | None,
+    results_root: Path,
     mock_args: tuple[str, ...],
 ) -> None:
     """Build binary RPMs in mock build roots, one per arch, into results/<nvr>/<arch>/.
 
     Arguments after `--` are passed to every mock run."""
-    root = (results_root or options.repo / "results").resolve()
+    from kxen import pipeline
+    from kxen.build.backends.mock import MockBackend, choose_roots, default_roots
+
     cpus = os.cpu_count() or 1
     with open_project(options) as project:
         wanted = list(arches) or list(project.manifest.arches)
@@ -180,13 +194,11 @@ def mockbuild(
             no_clean=no_clean,
             extra_args=mock_args,
         )
-        report = _build(project, backend, selection, wanted, root)
-    lines = [
-        f"{r.arch}: ok in {r.seconds:.0f}s ({chosen[r.arch]}): {', '.join(r.rpms)}"
-        for r in report.arches
-    ]
-    emit(
+        build_what = checkout(project, selection)
+        report = pipeline.build(backend, build_what, wanted, results_root, project.progress)
+    _built(
         options,
-        {"report": dataclasses.asdict(report), "roots": chosen},
-        echo_lines([*lines, f"results: {report.results_dir}"]),
+        report,
+        lambda r: f"{r.arch}: ok in {r.seconds:.0f}s ({chosen[r.arch]}): {', '.join(r.rpms)}",
+        roots=chosen,
     )

@@ -5,30 +5,31 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-import signal
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from kxen import pipeline
-from kxen.build.backends import kojiclient as kojidriver
-from kxen.build.backends.base import neutralise
 from kxen.cli.app import main_group
+from kxen.cli.build import checkout
 from kxen.cli.options import RESULTS_OPTION, Selection, selection_options
 from kxen.cli.output import (
     Options,
     command,
     echo_lines,
     emit,
-    fail,
     open_progress,
     open_project,
     stderr,
 )
-from kxen.errors import Interrupted
-from kxen.support.fsutil import scratch_dir
+from kxen.support.text import neutralise
+
+if TYPE_CHECKING:  # koji is imported when a command runs: `kxen --help` stays light
+    from kxen import pipeline
+    from kxen.build.backends.kojibackend import KojiBackend
+    from kxen.build.backends.kojiclient import KojiDriver, TaskTree
+    from kxen.support.progress import Progress
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,53 +72,60 @@ def koji_options(func: Callable[..., None]) -> Callable[..., None]:
     return decorated
 
 
-def _koji_driver(hub: HubChoice, progress: Any) -> kojidriver.KojiDriver:
-    profile = kojidriver.load_profile(
+def _koji_driver(hub: HubChoice, progress: Progress) -> KojiDriver:
+    """A session to the profile's hub that shows the task tree as it changes and says
+    which task a build became."""
+    from kxen.build.backends import kojiclient
+
+    profile = kojiclient.load_profile(
         hub.profile, hub.config_file, hub.user, os.environ.get("KXEN_KOJI_PASSWORD")
     )
     seen: list[list[tuple[int, str]]] = []
 
-    def show(tree: kojidriver.TaskTree) -> None:
+    def show(tree: TaskTree) -> None:
         states = [(view.id, view.state) for view in (tree.root, *tree.children)]
         if not seen or seen[-1] != states:
             seen.append(states)
             for line in tree.lines():
-                stderr.print(neutralise(line), markup=False)
+                stderr().print(neutralise(line), markup=False)
 
-    return kojidriver.KojiDriver(profile, progress=progress, on_tasks=show)
+    def announce(task_id: int, submitted: str) -> None:
+        stderr().print(neutralise(f"koji task {task_id}: {submitted} ({profile.server})"))
 
-
-def _watch_task(
-    options: Options, driver: kojidriver.KojiDriver, task_id: int, cancel_on_interrupt: bool
-) -> kojidriver.TaskTree:
-    """Watch until done; Ctrl-C stops watching (and cancels only if asked)."""
-    try:
-        return driver.watch(task_id)
-    except KeyboardInterrupt:
-        error = Interrupted(signal.SIGINT)
-        if cancel_on_interrupt:
-            driver.cancel(task_id)
-            error.details = [f"koji task {task_id} was canceled"]
-        else:
-            error.details = [
-                f"koji task {task_id} keeps running on the hub",
-                f"resume with: {driver.profile.command('watch', task_id)}",
-            ]
-        fail(options, error, {"task_id": task_id})
-        raise
+    return kojiclient.KojiDriver(profile, progress=progress, on_tasks=show, on_submitted=announce)
 
 
-def _downloaded(options: Options, done: kojidriver.Downloaded) -> None:
-    lines = [f"{arch}: {', '.join(files)}" for arch, files in sorted(done.arches.items())]
+def _koji_backend(
+    hub: HubChoice, progress: Progress, target: str | None = None, **options: Any
+) -> KojiBackend:
+    from kxen.build.backends.kojibackend import KojiBackend
+
+    return KojiBackend(_koji_driver(hub, progress), target, **options)
+
+
+def _followed(
+    options: Options, backend: KojiBackend, outcome: pipeline.BuildReport | pipeline.Submitted
+) -> None:
+    """What scratch-build, build and koji download print: the task id and how to follow it
+    (--nowait), else every arch's files in results/<nvr>/<arch>/."""
+    from kxen import pipeline
+
+    if isinstance(outcome, pipeline.Submitted):
+        task_id = outcome.run["task_id"]
+        watch = backend.driver.profile.command("watch", task_id)
+        emit(options, {**outcome.run, "watch": watch}, echo_lines([str(task_id)]))
+        return
+    arches = {result.arch: [*result.rpms, outcome.srpm] for result in outcome.arches}
+    lines = [f"{arch}: {', '.join(files)}" for arch, files in sorted(arches.items())]
     emit(
         options,
         {
-            "task_id": done.task_id,
-            "nvr": done.nvr,
-            "results_dir": str(done.results_dir),
-            "arches": done.arches,
+            "task_id": outcome.run.get("task_id"),
+            "nvr": outcome.nvr,
+            "results_dir": outcome.results_dir,
+            "arches": arches,
         },
-        echo_lines([*lines, f"results: {done.results_dir}"]),
+        echo_lines([*lines, f"results: {outcome.results_dir}"]),
     )
 
 
@@ -147,41 +155,27 @@ def scratch_build(
     nowait: bool,
     cancel_on_interrupt: bool,
     srpm: Path | None,
-    results_root: Path | None,
+    results_root: Path,
     selection: Selection,
 ) -> None:
     """Scratch-build the SRPM on a koji hub, watch it and download the RPMs."""
-    root = (results_root or options.repo / "results").resolve()
+    from kxen import pipeline
+    from kxen.build.backends.base import Source
+
     arches = [a.strip() for a in (arch_override or "").split(",") if a.strip()]
     with open_project(options) as project:
-        if arches:
-            project.check_arches(arches)
-        driver = _koji_driver(hub, project.progress)
-        driver.login()
-        target_name = target or project.manifest.name
-        driver.check_target(target_name)
-        if srpm is not None:
-            src = driver.upload(srpm.resolve())
-        else:
-            with scratch_dir(
-                root.parent if root.parent.is_dir() else Path.cwd(), ".kxen-srpm-"
-            ) as work:
-                prepared = pipeline.prepare(
-                    project, selection.flavour, selection.local_tarball, work, selection.buildid
-                )
-                src = driver.upload(pipeline.build_srpm(project, prepared, work))
-        task_id = driver.submit(src, target_name, kojidriver.scratch_opts(arches))
-        stderr.print(f"koji task {task_id} ({driver.profile.server})", markup=False)
-        if nowait:
-            emit(
-                options,
-                {"task_id": task_id, "watch": driver.profile.command("watch", task_id)},
-                echo_lines([str(task_id)]),
-            )
-            return
-        _watch_task(options, driver, task_id, cancel_on_interrupt)
-        done = driver.download(task_id, root)
-    _downloaded(options, done)
+        project.check_arches(arches)
+        name = project.manifest.name
+        backend = _koji_backend(
+            hub, project.progress, target or name, cancel_on_interrupt=cancel_on_interrupt
+        )
+        source: Source | pipeline.Checkout = (
+            srpm.resolve() if srpm is not None else checkout(project, selection)
+        )
+        outcome = pipeline.build(
+            backend, source, arches, results_root, project.progress, wait=not nowait
+        )
+    _followed(options, backend, outcome)
 
 
 @command(main_group, name="build")
@@ -210,33 +204,27 @@ def release_build(
     commit: str | None,
     nowait: bool,
     cancel_on_interrupt: bool,
-    results_root: Path | None,
+    results_root: Path,
 ) -> None:
     """Release (non-scratch) build on a koji hub from this repository's SCM URL."""
-    root = (results_root or options.repo / "results").resolve()
+    from kxen import pipeline
+    from kxen.build.backends.base import Scm
+    from kxen.build.backends.kojiclient import scm_url as checkout_url
+
     with open_project(options) as project:
-        source = kojidriver.scm_url(project.root, project.runner, scm_url, commit)
-        driver = _koji_driver(hub, project.progress)
-        driver.login()
-        target_name = target or project.manifest.name
-        target_info = driver.check_target(target_name)
-        driver.check_package(target_info, project.manifest.name)
-        task_id = driver.submit(source, target_name, {})
-        stderr.print(f"koji task {task_id}: {source} ({driver.profile.server})", markup=False)
-        if nowait:
-            emit(
-                options,
-                {
-                    "task_id": task_id,
-                    "source": source,
-                    "watch": driver.profile.command("watch", task_id),
-                },
-                echo_lines([str(task_id)]),
-            )
-            return
-        _watch_task(options, driver, task_id, cancel_on_interrupt)
-        done = driver.download(task_id, root)
-    _downloaded(options, done)
+        source = Scm(checkout_url(project.root, project.runner, scm_url, commit))
+        name = project.manifest.name
+        backend = _koji_backend(
+            hub,
+            project.progress,
+            target or name,
+            package=name,
+            cancel_on_interrupt=cancel_on_interrupt,
+        )
+        outcome = pipeline.build(
+            backend, source, [], results_root, project.progress, wait=not nowait
+        )
+    _followed(options, backend, outcome)
 
 
 @main_group.group(name="koji")
@@ -253,8 +241,7 @@ def koji_group() -> None:
 def koji_watch(options: Options, hub: HubChoice, cancel_on_interrupt: bool, task_id: int) -> None:
     """Watch a koji task tree until it is done (exit 5 if it failed)."""
     with open_progress(options) as progress:
-        driver = _koji_driver(hub, progress)
-        tree = _watch_task(options, driver, task_id, cancel_on_interrupt)
+        tree = _koji_driver(hub, progress).watch(task_id, cancel_on_interrupt)
     emit(
         options,
         {"task_id": task_id, "state": tree.root.state, "tasks": tree.lines()},
@@ -266,12 +253,12 @@ def koji_watch(options: Options, hub: HubChoice, cancel_on_interrupt: bool, task
 @koji_options
 @RESULTS_OPTION
 @click.argument("task_id", type=int)
-def koji_download(
-    options: Options, hub: HubChoice, results_root: Path | None, task_id: int
-) -> None:
+def koji_download(options: Options, hub: HubChoice, results_root: Path, task_id: int) -> None:
     """Download every RPM and log of a finished koji build task into results/<nvr>/<arch>/."""
-    root = (results_root or options.repo / "results").resolve()
+    from kxen import pipeline
+    from kxen.build.backends.base import Task
+
     with open_progress(options) as progress:
-        driver = _koji_driver(hub, progress)
-        done = driver.download(task_id, root)
-    _downloaded(options, done)
+        backend = _koji_backend(hub, progress)
+        outcome = pipeline.build(backend, Task(task_id), [], results_root, progress)
+    _followed(options, backend, outcome)

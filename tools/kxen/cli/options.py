@@ -7,21 +7,34 @@ import dataclasses
 import functools
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
+from kxen.cli.output import Options
 from kxen.errors import InputError
-from kxen.project import GitSnapshot, UpstreamChoice
-from kxen.upstream import snapshot
+
+if TYPE_CHECKING:  # imported where they are used, so that `kxen --help` stays fast
+    from kxen.project import UpstreamChoice
+
+
+def _results_root(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path:
+    """--results, else results/ in the checkout: the absolute results root."""
+    if value is None:
+        options = ctx.find_object(Options)
+        value = (options.repo if options else Path.cwd()) / "results"
+    return value.resolve()
+
 
 RESULTS_OPTION = click.option(
     "--results",
     "results_root",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
+    callback=_results_root,
     help="Results root (default: results/ in the checkout).",
 )
+"""--results, handed to the command as `results_root`, the absolute results root."""
 
 
 def upstream_options(func: Callable[..., None]) -> Callable[..., None]:
@@ -57,6 +70,9 @@ UPSTREAM_OPTION = upstream_options
 
 
 def _upstream_choice(path: Path | None, ref: str | None) -> UpstreamChoice:
+    from kxen.project import GitSnapshot
+    from kxen.upstream import snapshot
+
     if path is None:
         if ref is not None:
             raise InputError("--ref needs --upstream CHECKOUT (a kernel git checkout)")

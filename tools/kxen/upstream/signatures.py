@@ -25,19 +25,17 @@ import base64
 import binascii
 import hashlib
 import json
-import subprocess
 import tempfile
-import urllib.error
-import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kxen.errors import InputError, MissingToolError, SourceError
+from kxen.errors import InputError, SourceError
 from kxen.manifest import Manifest, SignatureRule
-from kxen.support import inputs
+from kxen.support import download, inputs
 from kxen.support.fsutil import atomic_write_bytes, atomic_write_text
 from kxen.support.runner import Runner, SubprocessRunner
+from kxen.upstream import archive
 
 KEYS_DIR = "keys"
 RECORD_SUFFIX = ".verified.json"
@@ -320,18 +318,11 @@ class SignatureVerifier:
             "-",
         ]
         env = {"GNUPGHOME": str(work / "home"), "LC_ALL": "C"}
-        if decompress is None:
-            with path.open("rb") as data:
-                result = self.runner.run(argv, env=env, stdin=data, check=False)
-            return parse_status(result.output, result.returncode), True
-        proc = _start(decompress, path)
-        assert proc.stdout is not None
-        try:
-            result = self.runner.run(argv, env=env, stdin=proc.stdout, check=False)
-        finally:
-            proc.stdout.close()
-            proc.wait()
-        return parse_status(result.output, result.returncode), proc.returncode == 0
+        with archive.reading(path, self.runner, decompress) as source:
+            result = self.runner.run(argv, env=env, stdin=source.data, check=False)
+            decompressor = source.finish()
+        decompressed = decompressor is None or decompressor.ok
+        return parse_status(result.output, result.returncode), decompressed
 
     def _pinned_signer(self, status: Status) -> str:
         # The keyring holds only pinned keys, so this holds by construction; checked anyway.
@@ -395,24 +386,14 @@ class SignatureVerifier:
         )
 
 
-def _start(command: list[str], path: Path) -> subprocess.Popen[bytes]:
-    try:
-        return subprocess.Popen(
-            [*command, str(path)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
-        )
-    except FileNotFoundError:
-        raise MissingToolError(f"{command[0]}: command not found (install it first)") from None
-
-
 def _read_url(url: str, rule: SignatureRule) -> bytes:
+    """The detached signature at `url`, at most MAX_SIGNATURE_BYTES, under kxen's retry
+    policy (`kxen.support.download`)."""
     try:
-        with urllib.request.urlopen(url, timeout=60) as response:
-            data: bytes = response.read(MAX_SIGNATURE_BYTES + 1)
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", None) or exc
+        return download.read(download.Request(url, rule.signature, limit=MAX_SIGNATURE_BYTES))
+    except download.TooLarge:
+        raise SourceError(f"{rule.file}: {url} is too large for a detached signature") from None
+    except download.DownloadError as exc:
         raise SourceError(
-            f"{rule.file}: could not download {rule.signature} ({url}: {reason})"
+            f"{rule.file}: could not download {rule.signature} ({url}: {exc.reason})"
         ) from None
-    if len(data) > MAX_SIGNATURE_BYTES:
-        raise SourceError(f"{rule.file}: {url} is too large for a detached signature")
-    return data

@@ -16,21 +16,18 @@ import os
 import re
 import shutil
 import tempfile
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 from kxen.errors import InputError, SourceError
-from kxen.support import inputs, integrity
+from kxen.support import download, inputs, integrity
 from kxen.support.fsutil import atomic_write_text
 
 SOURCES_NAME = "sources"
 ALGORITHMS = {"SHA512": 128, "SHA256": 64}
 NEW_SOURCES_ALGORITHM = "SHA512"
-CHUNK = 1 << 20
 _LINE_RE = re.compile(r"^(?P<algo>[A-Z0-9]+) \((?P<name>[^)]+)\) = (?P<digest>[0-9a-f]+)$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9_+][A-Za-z0-9._+~-]*$")
 
@@ -168,8 +165,8 @@ class Lookaside:
         for url in urls:
             try:
                 return self._download(entry, url, progress, verifier), True
-            except _TransportError as exc:
-                failures.append(f"{url}: {exc}")
+            except download.DownloadError as exc:
+                failures.append(f"{url}: {exc.reason}")
             except SourceError as exc:  # that mirror served other bytes: try the next one
                 mismatch = mismatch or exc
                 failures.append(exc.message)
@@ -191,13 +188,11 @@ class Lookaside:
     ) -> Path:
         final = self.path_for(entry)
         final.parent.mkdir(parents=True, exist_ok=True)
-        hasher = hashlib.new(entry.algorithm.lower())
         fd, tmp_name = tempfile.mkstemp(prefix=".untrusted-", dir=final.parent)
         tmp = Path(tmp_name)
         try:
             with os.fdopen(fd, "wb") as out:
-                _copy_url(url, out, hasher, entry.filename, progress)
-            actual = hasher.hexdigest()
+                actual = _fetch(url, out, entry.filename, entry.algorithm, progress)
             if actual != entry.digest:
                 raise SourceError(
                     f"{entry.filename}: {entry.algorithm} mismatch: expected {entry.digest}, "
@@ -230,10 +225,9 @@ class Lookaside:
             fd, tmp_name = tempfile.mkstemp(prefix=".untrusted-", dir=incoming)
             tmp = Path(tmp_name)
             try:
-                hasher = hashlib.new(NEW_SOURCES_ALGORITHM.lower())
                 with os.fdopen(fd, "wb") as out:
-                    _copy_url(url, out, hasher, filename, progress)
-                entry = SourceEntry(NEW_SOURCES_ALGORITHM, filename, hasher.hexdigest())
+                    digest = _fetch(url, out, filename, NEW_SOURCES_ALGORITHM, progress)
+                entry = SourceEntry(NEW_SOURCES_ALGORITHM, filename, digest)
                 final = self.path_for(entry)
                 final.parent.mkdir(parents=True, exist_ok=True)
                 if verifier is not None:
@@ -241,8 +235,8 @@ class Lookaside:
                 os.chmod(tmp, 0o444)
                 os.replace(tmp, final)
                 return entry
-            except _TransportError as exc:
-                failures.append(f"{url}: {exc}")
+            except download.DownloadError as exc:
+                failures.append(f"{url}: {exc.reason}")
             finally:
                 tmp.unlink(missing_ok=True)
         raise SourceError(f"{filename}: could not download from any mirror", details=failures)
@@ -272,10 +266,6 @@ class Lookaside:
         return entry
 
 
-class _TransportError(Exception):
-    pass
-
-
 @dataclass(frozen=True)
 class _CachedCopy:
     path: Path | None
@@ -300,24 +290,15 @@ def _copy_problem(path: Path, entry: SourceEntry) -> str | None:
     return None
 
 
-def _copy_url(
-    url: str, out: object, hasher: hashlib._Hash, name: str, progress: ProgressSink | None
-) -> None:
-    write = out.write  # type: ignore[attr-defined]
-    try:
-        with urllib.request.urlopen(url, timeout=60) as response:
-            length = response.headers.get("Content-Length")
-            total = int(length) if length and length.isdigit() else None
-            done = 0
-            while chunk := response.read(CHUNK):
-                write(chunk)
-                hasher.update(chunk)
-                done += len(chunk)
-                if progress:
-                    progress(name, done, total)
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", None) or exc
-        raise _TransportError(str(reason)) from exc
+def _fetch(
+    url: str, out: BinaryIO, name: str, algorithm: str, progress: ProgressSink | None
+) -> str:
+    """Download `url` into `out` under kxen's retry policy (`kxen.support.download`);
+    the hex digest of what arrived."""
+    request = download.Request(url, name, algorithm=algorithm.lower())
+    fetched = download.fetch(request, out, progress=progress)
+    assert fetched.digest is not None
+    return fetched.digest
 
 
 def _remove_if_empty(directory: Path) -> None:

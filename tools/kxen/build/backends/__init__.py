@@ -1,5 +1,5 @@
-"""Build executors behind one interface: local rpmbuild today, mock and koji next."""
+"""Build executors behind one interface (`base`): local rpmbuild, mock and koji."""
 
-from kxen.build.backends.base import ArchResult, Backend, BuildRequest
+from kxen.build.backends.base import ArchBuild, ArchResult, Backend, BuildRequest, Run, Source
 
-__all__ = ["ArchResult", "Backend", "BuildRequest"]
+__all__ = ["ArchBuild", "ArchResult", "Backend", "BuildRequest", "Run", "Source"]

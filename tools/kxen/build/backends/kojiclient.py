@@ -1,40 +1,43 @@
-"""Builds through a koji hub with the real koji client library.
+"""A session to a koji hub with the real koji client library: what the koji backend
+(`kojibackend`) and `kxen koji watch` do there.
 
-A scratch build uploads the SRPM, submits `build(..., {'scratch': True})`, watches
-the task tree and downloads every RPM and log of each `buildArch` child to
-`results/<nvr>/<arch>/`. A release build submits an SCM URL instead.
+It uploads an SRPM, submits `build(...)` (scratch, or a release build of an SCM URL),
+follows the task tree, lists a task's output on every volume and downloads it from the
+profile's `topurl`, the paths made by koji's own `PathInfo`.
 
-The hub is a remote service that goes away now and then: every read-only call is
-retried through connection errors and `ServerOffline` with bounded backoff (the
-sleep is injectable), and when the hub stays away the error names the command that
-resumes. `build()` itself is never sent twice: when its answer is lost, the task is
-looked up with `listTasks` instead. Like the rest of the library this never prints.
+The hub is a remote service that goes away now and then: every read-only call and
+every download is retried through connection errors and `ServerOffline` under
+`kxen.support.download`'s policy with the hub's patience (the sleep is injectable), and
+when the hub stays away the error names the command that resumes. `build()` itself is
+never sent twice: when its answer is lost, the task is looked up with `listTasks`
+instead. Like the rest of the library this never prints.
 """
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import random
 import re
+import signal
 import ssl
 import string
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 import xmlrpc.client
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import koji
 
-from kxen.build import results
-from kxen.build.backends.base import ArchResult, neutralise
-from kxen.errors import BuildError, HubError, InputError, PublishError
+from kxen.errors import BuildError, HubError, InputError, Interrupted, KxenError
+from kxen.support import download
+from kxen.support.download import Patience
 from kxen.support.progress import NullProgress, Progress
 from kxen.support.runner import Runner
+from kxen.support.text import neutralise
 
 T = TypeVar("T")
 
@@ -93,15 +96,6 @@ def load_profile(
         password=password,
         config_file=config_file,
     )
-
-
-@dataclass(frozen=True)
-class Patience:
-    """How long the hub may stay unreachable before we give up, and the backoff."""
-
-    total: float = 900.0
-    first: float = 2.0
-    longest: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -167,9 +161,7 @@ class RemoteBuildFailed(BuildError):
         details = []
         for failure in failures:
             details.append(f"{failure.arch}: {failure.fault}")
-            for log, tail in failure.logs.items():
-                details.append(f"{failure.arch} {log} (last {len(tail)} lines):")
-                details.extend(f"  {line}" for line in tail)
+            details.extend(tail_lines(failure.logs, f"{failure.arch} "))
         super().__init__(
             f"koji task {task_id} failed{where}: {first.fault if first else fault}",
             details=details,
@@ -185,15 +177,29 @@ class RemoteBuildFailed(BuildError):
         }
 
 
-@dataclass
-class Downloaded:
+class Detached(Interrupted):
+    """Ctrl-C while following a koji task: kxen stopped following it; the build goes on
+    on the hub (or was canceled, if asked)."""
+
+    def __init__(self, task_id: int, details: list[str]) -> None:
+        super().__init__(signal.SIGINT)
+        self.details = details
+        self.payload = {"task_id": task_id}
+
+
+@dataclass(frozen=True)
+class Output:
+    """A file a task wrote, on the volume that holds it."""
+
     task_id: int
-    nvr: str
-    results_dir: Path
-    arches: dict[str, list[str]] = field(default_factory=dict)
+    name: str
+    volume: str
+    size: int
 
 
 TasksCallback = Callable[[TaskTree], None]
+SubmittedCallback = Callable[[int, str], None]
+"""Called as (task id, what was submitted) once the hub created the build task."""
 
 
 class KojiDriver:
@@ -205,6 +211,7 @@ class KojiDriver:
         *,
         progress: Progress | None = None,
         on_tasks: TasksCallback | None = None,
+        on_submitted: SubmittedCallback | None = None,
         sleep: Callable[[float], None] = time.sleep,
         patience: Patience | None = None,
         poll_interval: float | None = None,
@@ -212,6 +219,7 @@ class KojiDriver:
         self.profile = profile
         self.progress = progress or NullProgress()
         self.on_tasks = on_tasks
+        self.on_submitted = on_submitted
         self.sleep = sleep
         self.patience = patience or Patience()
         interval = poll_interval or profile.options.get("poll_interval") or 6
@@ -225,38 +233,51 @@ class KojiDriver:
             opts["password"] = profile.password
         self.session = koji.ClientSession(profile.server, opts)
         self._tls = download_context(profile.options)
+        self._paths = koji.PathInfo(topdir=profile.topurl)
         self.user: dict[str, Any] | None = None
         self.resume_hint = ""
 
     # --- plumbing ----------------------------------------------------------
 
     def _retrying(self, what: str, func: Callable[[], T]) -> T:
-        waited, delay = 0.0, self.patience.first
-        while True:
+        """`func()` under kxen's retry policy with the hub's patience: a dropped
+        connection or a hub in maintenance is retried, a certificate refusal is not."""
+
+        def attempt() -> T:
             try:
                 return func()
             except koji.ServerOffline as exc:
-                reason = f"the hub is offline ({exc})"
+                raise download.Transient(f"the hub is offline ({exc})") from exc
             except koji.GenericError:
                 raise
             except (OSError, http.client.HTTPException, xmlrpc.client.ProtocolError) as exc:
-                refused = tls_refusal(exc)
+                refused = download.tls_refusal(exc)
                 if refused is not None:
-                    raise HubError(
-                        f"{what}: TLS with {self.profile.server} failed: {refused} "
-                        "(check the profile's serverca and cert)"
-                    ) from None
-                reason = f"cannot reach the hub ({type(exc).__name__}: {exc})"
-            if waited >= self.patience.total:
-                details = [self.resume_hint] if self.resume_hint else []
-                raise HubError(
-                    f"{what}: {reason}; gave up after {waited:.0f}s ({self.profile.server})",
-                    details=details,
-                )
+                    raise self._tls_failed(what, self.profile.server, refused) from None
+                raise download.Transient(
+                    f"cannot reach the hub ({type(exc).__name__}: {exc})"
+                ) from exc
+
+        try:
+            return download.retrying(attempt, self.patience, self.sleep, self._notice(what))
+        except download.GaveUp as exc:
+            raise self._gave_up(what, exc.reason, exc.waited, self.profile.server) from None
+
+    def _notice(self, what: str) -> download.RetryNotice:
+        def notice(reason: str, delay: float) -> None:
             self.progress.step(f"{what}: {reason}; retrying in {delay:.0f}s")
-            self.sleep(delay)
-            waited += delay
-            delay = min(delay * 2, self.patience.longest)
+
+        return notice
+
+    def _gave_up(self, what: str, reason: str, waited: float, where: str) -> HubError:
+        details = [self.resume_hint] if self.resume_hint else []
+        return HubError(f"{what}: {reason}; gave up after {waited:.0f}s ({where})", details=details)
+
+    @staticmethod
+    def _tls_failed(what: str, where: str, refused: object) -> HubError:
+        return HubError(
+            f"{what}: TLS with {where} failed: {refused} (check the profile's serverca and cert)"
+        )
 
     def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         function = getattr(self.session, method)
@@ -351,6 +372,14 @@ class KojiDriver:
     ) -> int:
         """`build()` exactly once: a lost answer is reconciled with listTasks, never resent."""
         self.progress.phase("submit", f"{src} to {target}")
+        task_id = self._submit_once(src, target, opts, priority)
+        if self.on_submitted:
+            self.on_submitted(task_id, src)
+        return task_id
+
+    def _submit_once(
+        self, src: str, target: str, opts: dict[str, Any], priority: int | None
+    ) -> int:
         since = time.time() - CLOCK_SLACK
         while True:
             try:
@@ -399,11 +428,11 @@ class KojiDriver:
             TaskView.of(info, now), tuple(TaskView.of(child, now) for child in children)
         )
 
-    def watch(self, task_id: int) -> TaskTree:
-        """Follow the task tree until it is done; raise RemoteBuildFailed if it failed."""
-        self.resume_hint = f"resume with: {self.profile.command('watch', task_id)}"
+    def follow(self, task_id: int) -> Iterator[TaskTree]:
+        """The task tree at every poll (also told to `on_tasks`) until it is done."""
         self.progress.phase("watch", f"task {task_id}")
         while True:
+            self.resume_hint = f"resume with: {self.profile.command('watch', task_id)}"
             tree = self.tree(task_id)
             if self.on_tasks:
                 self.on_tasks(tree)
@@ -411,123 +440,123 @@ class KojiDriver:
                 ", ".join(f"{child.name} {child.state}" for child in tree.children)
                 or tree.root.state
             )
+            yield tree
             if tree.done:
-                break
+                return
             self.sleep(self.poll_interval)
-        if tree.root.state == "failed":
-            raise self._failure(tree)
-        if tree.root.state == "canceled":
-            raise BuildError(f"koji task {task_id} was canceled")
+
+    def watch(self, task_id: int, cancel_on_interrupt: bool = False) -> TaskTree:
+        """Follow the task tree until it is done; raise RemoteBuildFailed if it failed.
+        Ctrl-C stops following (`Detached`) and cancels the task only if asked."""
+        with self.detaching(task_id, cancel_on_interrupt):
+            *_, tree = self.follow(task_id)
+        problem = self.outcome_error(tree)
+        if problem is not None:
+            raise problem
         return tree
+
+    def outcome_error(self, tree: TaskTree) -> KxenError | None:
+        """Why a finished task tree did not build (None if it did)."""
+        if tree.root.state == "failed":
+            return self._failure(tree)
+        if tree.root.state == "canceled":
+            return BuildError(f"koji task {tree.root.id} was canceled")
+        return None
+
+    @contextlib.contextmanager
+    def detaching(self, task_id: int, cancel: bool) -> Iterator[None]:
+        """Ctrl-C inside stops following `task_id`; the task goes on on the hub unless
+        `cancel`."""
+        try:
+            yield
+        except KeyboardInterrupt:
+            if cancel:
+                self.cancel(task_id)
+                raise Detached(task_id, [f"koji task {task_id} was canceled"]) from None
+            raise Detached(
+                task_id,
+                [
+                    f"koji task {task_id} keeps running on the hub",
+                    f"resume with: {self.profile.command('watch', task_id)}",
+                ],
+            ) from None
 
     def _failure(self, tree: TaskTree) -> RemoteBuildFailed:
         failed = [child for child in tree.children if child.state == "failed"]
         failures = []
         for child in failed:
-            result = self._call("getTaskResult", child.id, raise_fault=False)
-            fault = str(result.get("faultString", "")) if isinstance(result, dict) else ""
             logs = {}
             for log in ("build.log", "root.log"):
                 try:
-                    data = self._call("downloadTaskOutput", child.id, log)
+                    logs[log] = log_tail(self._call("downloadTaskOutput", child.id, log))
                 except koji.GenericError:
                     continue
-                lines = data.decode("utf-8", "replace").splitlines()
-                logs[log] = [neutralise(line) for line in lines[-LOG_TAIL:]]
-            failures.append(ArchFailure(child.name, child.id, neutralise(fault), logs))
+            failures.append(ArchFailure(child.name, child.id, self.fault(child.id), logs))
         result = self._call("getTaskResult", tree.root.id, raise_fault=False)
         fault = str(result.get("faultString", "")) if isinstance(result, dict) else "failed"
         return RemoteBuildFailed(tree.root.id, failures, neutralise(fault))
+
+    def fault(self, task_id: int) -> str:
+        """The fault text a failed task stored (neutralised)."""
+        result = self._call("getTaskResult", task_id, raise_fault=False)
+        return neutralise(str(result.get("faultString", "")) if isinstance(result, dict) else "")
 
     def cancel(self, task_id: int) -> None:
         if self.user is None:
             self.login()
         self._call("cancelTask", task_id)
 
-    # --- downloading ---------------------------------------------------------
+    # --- task output ---------------------------------------------------------
 
-    def download(self, task_id: int, results_root: Path) -> Downloaded:
-        """Every RPM and log of each buildArch child into results/<nvr>/<arch>/."""
-        self.resume_hint = f"resume with: {self.profile.command('download', task_id)}"
-        tree = self.tree(task_id)
-        if tree.root.state != "closed":
-            raise BuildError(f"koji task {task_id} is {tree.root.state}: nothing to download")
-        srpm_task = next((c for c in tree.children if c.label == "srpm"), None)
-        arch_tasks = [c for c in tree.children if c.method == "buildArch"]
-        if srpm_task is None or not arch_tasks:
-            raise InputError(f"koji task {task_id} is not a build task with buildArch children")
-        srpm_listing = self._listing(srpm_task.id)
-        srpms = [name for name in srpm_listing if name.endswith(".src.rpm")]
-        if not srpms:
-            raise BuildError(f"koji task {srpm_task.id} produced no SRPM")
-        nvr = srpms[0].removesuffix(".src.rpm")
-        outcome = Downloaded(task_id, nvr, results_root / nvr)
-        results_root.mkdir(parents=True, exist_ok=True)
-        self.progress.phase("download", f"task {task_id} into {outcome.results_dir}")
-        with results.locked_nvr(results_root, nvr) as nvr_dir:
-            nvr_dir.mkdir(parents=True, exist_ok=True)
-            for child in arch_tasks:
-                arch = child.name
-                listing = self._listing(child.id)
-                wanted = sorted(n for n in listing if n.endswith((".rpm", ".log")))
-                with results.staging_for(nvr_dir, arch) as staging:
-                    for name in wanted:
-                        self._fetch(child.id, name, int(listing[name]["st_size"]), staging)
-                    self._fetch(
-                        srpm_task.id, srpms[0], int(srpm_listing[srpms[0]]["st_size"]), staging
-                    )
-                    rpms = [n for n in wanted if n.endswith(".rpm")]
-                    record = {
-                        "nvr": nvr,
-                        "backend": "koji",
-                        "hub": self.profile.server,
-                        "task_id": task_id,
-                        "arch_task_id": child.id,
-                    }
-                    result = ArchResult(
-                        arch=arch,
-                        ok=True,
-                        seconds=child.seconds or 0.0,
-                        rpms=[*rpms, srpms[0]],
-                        logs=[n for n in wanted if n.endswith(".log")],
-                    )
-                    try:
-                        results.publish(staging, nvr_dir / arch, result, record)
-                    except OSError as exc:
-                        raise PublishError(f"cannot publish {nvr_dir / arch}: {exc}") from None
-                outcome.arches[arch] = result.rpms
-        return outcome
+    def outputs(self, task_id: int) -> dict[str, Output]:
+        """Every file the task wrote, by name, on the volume that holds it (DEFAULT first)."""
+        listing = self._call("listTaskOutput", task_id, stat=True, all_volumes=True)
+        found = {}
+        for name, volumes in listing.items():
+            volume = "DEFAULT" if "DEFAULT" in volumes else sorted(volumes)[0]
+            found[str(name)] = Output(task_id, str(name), volume, int(volumes[volume]["st_size"]))
+        return found
 
-    def _listing(self, task_id: int) -> dict[str, dict[str, Any]]:
-        listing = self._call("listTaskOutput", task_id, stat=True)
-        return {str(name): dict(info) for name, info in listing.items()}
+    def fetch(self, output: Output, into: Path) -> Path:
+        """Download `output` from topurl into `into` under kxen's retry policy, its size
+        checked against the listing."""
+        relative = f"{self._paths.taskrelpath(output.task_id)}/{urllib.parse.quote(output.name)}"
+        url = f"{self._paths.work(volume=output.volume)}/{relative}"
+        request = download.Request(url, output.name, size=output.size, context=self._tls)
+        target = into / output.name
+        what = f"download {output.name}"
+        try:
+            with target.open("wb") as out:
+                download.fetch(
+                    request,
+                    out,
+                    patience=self.patience,
+                    sleep=self.sleep,
+                    progress=self.progress.transfer,
+                    on_retry=self._notice(what),
+                )
+        except download.TlsRefused as exc:
+            raise self._tls_failed(what, self.profile.topurl, exc.reason) from None
+        except download.Unavailable as exc:
+            raise self._gave_up(what, exc.reason, exc.waited, self.profile.topurl) from None
+        except download.Refused as exc:
+            raise BuildError(f"cannot download {url}: {exc.reason}") from None
+        return target
 
-    def _fetch(self, task_id: int, name: str, size: int, into: Path) -> None:
-        url = (
-            f"{self.profile.topurl}/work/tasks/{task_id % 10000}/{task_id}/"
-            f"{urllib.parse.quote(name)}"
-        )
-        target = into / name
 
-        def get() -> None:
-            done = 0
-            try:
-                with (
-                    urllib.request.urlopen(url, timeout=60, context=self._tls) as answer,
-                    target.open("wb") as out,
-                ):
-                    while chunk := answer.read(1 << 20):
-                        out.write(chunk)
-                        done += len(chunk)
-                        self.progress.transfer(name, done, size)
-            except urllib.error.HTTPError as exc:
-                if exc.code >= 500:
-                    raise ConnectionError(f"HTTP {exc.code} for {url}") from None
-                raise BuildError(f"cannot download {url}: HTTP {exc.code}") from None
-            if done != size:
-                raise ConnectionError(f"{name}: got {done} of {size} bytes")
+def log_tail(data: bytes) -> list[str]:
+    """The last LOG_TAIL lines of a log, safe to show."""
+    lines = data.decode("utf-8", "replace").splitlines()
+    return [neutralise(line) for line in lines[-LOG_TAIL:]]
 
-        self._retrying(f"download {name}", get)
+
+def tail_lines(tails: dict[str, list[str]], prefix: str = "") -> list[str]:
+    """Log tails as error details: a heading per log, then its lines indented."""
+    lines = []
+    for log, tail in tails.items():
+        lines.append(f"{prefix}{log} (last {len(tail)} lines):")
+        lines.extend(f"  {line}" for line in tail)
+    return lines
 
 
 def download_context(options: dict[str, Any]) -> ssl.SSLContext:
@@ -538,27 +567,6 @@ def download_context(options: dict[str, Any]) -> ssl.SSLContext:
     if serverca and Path(serverca).is_file():
         context.load_verify_locations(serverca)
     return context
-
-
-def tls_refusal(exc: BaseException) -> ssl.SSLError | None:
-    """The TLS error behind `exc` if retrying cannot help (a certificate either side refused).
-
-    requests and urllib wrap the ssl error a few levels deep (in args, `reason` or the
-    exception chain); an unexpected EOF or reset during the handshake is a dropped
-    connection and is retried like any other."""
-    seen: set[int] = set()
-    pending: list[object] = [exc]
-    while pending:
-        item = pending.pop()
-        if not isinstance(item, BaseException) or id(item) in seen:
-            continue
-        seen.add(id(item))
-        if isinstance(item, ssl.SSLError) and not isinstance(
-            item, (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError)
-        ):
-            return item
-        pending += [*item.args, getattr(item, "reason", None), item.__cause__, item.__context__]
-    return None
 
 
 def upload_blocksize(options: dict[str, Any]) -> int:

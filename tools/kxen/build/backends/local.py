@@ -12,7 +12,13 @@ import shutil
 import time
 from pathlib import Path
 
-from kxen.build.backends.base import ArchResult, BuildRequest, first_errors
+from kxen.build.backends.base import (
+    BUILD_LOCALE,
+    ArchResult,
+    BuildRequest,
+    RunnerBackend,
+    first_errors,
+)
 from kxen.build.srpm import reproducible_defines
 from kxen.errors import InputError, MissingToolError, NoSpaceError
 from kxen.support.fsutil import Reclaimed, reclaim, scratch_dir
@@ -90,8 +96,9 @@ def check_build_area(path: Path) -> None:
         )
 
 
-class LocalBackend:
+class LocalBackend(RunnerBackend):
     name = "local"
+    jobs = 1
 
     def __init__(self, runner: Runner, work_root: Path) -> None:
         self.runner = runner
@@ -136,6 +143,7 @@ class LocalBackend:
                     f"_topdir {top}",
                     *reproducible_defines(),
                 ],
+                env=BUILD_LOCALE,
                 log_path=log,
                 on_line=_progress_parser(progress),
                 check=False,

@@ -18,33 +18,48 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from kxen.build.backends.base import ArchResult, BuildRequest, first_errors, neutralise
+from kxen.arches import ARCHES
+from kxen.build.backends.base import (
+    BUILD_LOCALE,
+    ArchResult,
+    BuildRequest,
+    RunnerBackend,
+    first_errors,
+)
 from kxen.errors import InputError, MissingToolError
 from kxen.support.fsutil import Reclaimed
 from kxen.support.progress import Progress
 from kxen.support.runner import Runner
+from kxen.support.text import neutralise
 
 DEFAULT_FEDORA = 41
-# mock's i386 configs set target_arch i686: i686 is never built with `--arch i686`.
-_CONFIG_ARCH = {"x86_64": "x86_64", "i686": "i386"}
 OUTPUT_LOG = "mock-output.log"
 """mock's own stdout/stderr, beside the logs it writes into the result dir."""
 
+# mock's exit codes (mockbuild/exception.py, and 7 for Ctrl-C in mock.py), in our words.
 EXIT_MEANINGS = {
     1: "generic error (or rpmbuild failed)",
+    2: "run without its setuid wrapper",
     3: "mock config error",
+    4: "only some packages were built (--chain)",
     5: "mock refused the command line",
     6: "invalid arch for this config",
     7: "interrupted (Ctrl-C)",
     10: "rpmbuild phase failed",
-    11: "rpmbuild timed out",
+    11: "a command (rpmbuild) timed out",
     20: "chroot error",
+    25: "LVM error",
     30: "package manager error",
+    31: "unknown external dependency",
     40: "bad SRPM or no results",
-    50: "mode error",
+    50: "mode error (the mock command failed)",
     60: "build root locked",
+    65: "LVM thin pool locked",
     70: "result dir not accessible",
+    80: "unsharing namespaces failed",
     90: "bootstrap error",
+    110: "unbalanced state calls (see state.log)",
+    120: "weak dependency not installed",
     129: "killed by SIGHUP",
     141: "killed by SIGPIPE",
     143: "killed by SIGTERM",
@@ -54,7 +69,7 @@ _DNF_PROBLEM = re.compile(r"(No match for argument: .*|nothing provides .*)")
 
 def default_roots(overrides: tuple[tuple[str, str], ...] = ()) -> dict[str, str]:
     """Root (mock config) per arch: Fedora's, unless the manifest's `mock.roots` says."""
-    roots = {arch: f"fedora-{DEFAULT_FEDORA}-{name}" for arch, name in _CONFIG_ARCH.items()}
+    roots = {a.name: f"fedora-{DEFAULT_FEDORA}-{a.mock_config_arch}" for a in ARCHES.values()}
     roots.update(dict(overrides))
     return roots
 
@@ -139,7 +154,7 @@ def _read(path: Path) -> str:
         return ""
 
 
-class MockBackend:
+class MockBackend(RunnerBackend):
     name = "mock"
 
     def __init__(
@@ -156,7 +171,6 @@ class MockBackend:
         self.runner = runner
         self.roots = roots
         self.jobs = max(1, jobs)
-        """How many arches pipeline.build may run at once."""
         self.cpus = cpus or os.cpu_count() or 1
         self.no_clean = no_clean
         self.extra_args = extra_args
@@ -201,7 +215,10 @@ class MockBackend:
         root = self.roots[request.arch]
         progress.step(f"mock -r {root}")
         result = self.runner.run(
-            self.command(request), log_path=request.staging / OUTPUT_LOG, check=False
+            self.command(request),
+            env=BUILD_LOCALE,
+            log_path=request.staging / OUTPUT_LOG,
+            check=False,
         )
         seconds = time.monotonic() - started
         logs = sorted(p.name for p in request.staging.glob("*.log"))
