@@ -133,11 +133,17 @@ def test_a_top_directory_with_spaces_is_not_the_build_directory(scene: Scene) ->
 FAKE = "linux-6.1.192.tar.xz"
 
 
-@pytest.mark.parametrize("name", HOSTILE_TARBALL_NAMES.values(), ids=HOSTILE_TARBALL_NAMES.keys())
+# Every name is rendered through the CLI above and built into an SRPM whose %prep runs in
+# tests/unit/test_srpm.py; here the whole command, for the names that would run a command
+# in each place a name used to reach (a pipeline, a quoted word, an option, a macro).
+END_TO_END = ("pipe", "single-quote", "newline", "leading-dash", "percent")
+
+
+@pytest.mark.parametrize("key", END_TO_END)
 def test_the_srpm_ships_a_hostile_tarball_under_kxen_s_name(
-    fake_scene: Scene, fake_kernel: Path, name: str
+    fake_scene: Scene, fake_kernel: Path, key: str
 ) -> None:
-    scene = fake_scene
+    scene, name = fake_scene, HOSTILE_TARBALL_NAMES[key]
     case = Case(
         "srpm",
         ("srpm", "--upstream", "{tmp}/" + name, "-o", "{tmp}/out"),

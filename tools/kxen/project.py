@@ -8,19 +8,18 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from kxen import manifest
-from kxen.config import kconfig
 from kxen.errors import InputError
 from kxen.support import fsutil, integrity
 from kxen.support.progress import Progress
 from kxen.support.runner import Runner
-from kxen.upstream import origin, sources
-from kxen.upstream import tree as upstream_tree
+
+if TYPE_CHECKING:  # every command opens a project: the stages load when they are used
+    from kxen.upstream import origin, sources
 
 CACHE_SCRATCH_DEPTH = 3
-
-
 """How deep scratch directories sit in the cache (`kconfig/<tree>/.merge-...`)."""
 
 
@@ -59,6 +58,8 @@ class Project:
 
     @property
     def lookaside(self) -> sources.Lookaside:
+        from kxen.upstream import sources
+
         return sources.Lookaside(self.cache / "lookaside", self.quarantine)
 
     @property
@@ -87,12 +88,12 @@ class GitSnapshot:
 
 
 UpstreamChoice = Path | GitSnapshot | None
-
-
 """A local tarball, a git snapshot, or None for the manifest's kernel.org files."""
 
 
 def resolve_upstream(project: Project, local_tarball: UpstreamChoice) -> origin.Upstream:
+    from kxen.upstream import origin
+
     project.progress.phase("sources")
     if isinstance(local_tarball, GitSnapshot):
         project.progress.phase("snapshot", f"git archive {local_tarball.ref}")
@@ -100,7 +101,7 @@ def resolve_upstream(project: Project, local_tarball: UpstreamChoice) -> origin.
             local_tarball.repo, local_tarball.ref, project.cache, project.runner, project.quarantine
         )
     if local_tarball is not None:
-        return origin.from_tarball(local_tarball, project.cache)
+        return origin.from_tarball(local_tarball, project.cache, project.runner)
     return origin.from_manifest(
         project.manifest, project.lookaside, project.progress.transfer, project.runner
     )
@@ -108,26 +109,26 @@ def resolve_upstream(project: Project, local_tarball: UpstreamChoice) -> origin.
 
 def probe_dir(project: Project, up: origin.Upstream) -> Path:
     directory = project.cache / "kconfig" / up.identity
+    from kxen.config import kconfig
+
     kconfig.ProbeCache.check_directory(directory, project.quarantine)  # before any fork
     return directory
 
 
 def prepared_tree(project: Project, up: origin.Upstream, scope: integrity.Scope) -> Path:
     """The cached tree, verified in `scope`: what the caller reads of it."""
+    from kxen.upstream import tree as upstream_tree
+
     return upstream_tree.prepared_tree(
         up, project.cache, project.runner, scope=scope, quarantine=project.quarantine
     )
 
 
 CACHE_WORK_MIB = 64
-
-
 """Cache space any command may use: configs, kconfig build directories, probes."""
 
 
 TREE_UNPACK_RATIO = 12
-
-
 """An unpacked kernel tree takes about this many times its xz tarball (6.1: 1.4 GB/140 MB)."""
 
 
@@ -141,6 +142,8 @@ def check_space(project: Project, up: origin.Upstream, outputs: Mapping[Path, in
     `outputs`, and the cache (the unpacked tree too, if it is not cached yet)."""
     needs = dict(outputs)
     cache = CACHE_WORK_MIB
+    from kxen.upstream import tree as upstream_tree
+
     if not upstream_tree.tree_is_cached(up, project.cache):
         cache += (up.tarball.stat().st_size >> 20) * TREE_UNPACK_RATIO
     needs[project.cache] = needs.get(project.cache, 0) + cache

@@ -6,10 +6,8 @@ from pathlib import Path
 
 import click
 
-from kxen import manifest
 from kxen.cli.output import Options
 from kxen.errors import KxenError
-from kxen.project import default_cache_dir
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -30,6 +28,9 @@ from kxen.project import default_cache_dir
 @click.pass_context
 def main_group(ctx: click.Context, repo: Path | None, cache_dir: Path | None) -> None:
     """Build the kernel-xen RPM (Linux paravirt_ops Xen domU) from upstream Linux."""
+    from kxen import manifest
+    from kxen.project import default_cache_dir
+
     if repo is None:
         try:
             repo = manifest.find(Path.cwd()).parent

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from kxen.cli.app import main_group
 from kxen.cli.options import UPSTREAM_OPTION
 from kxen.cli.output import Options, command, echo_lines, emit, open_project
-from kxen.config import check as configcheck
-from kxen.config import fragments as configs
-from kxen.config import operations as config_ops
 from kxen.errors import ConfigError, InputError
-from kxen.project import Project, UpstreamChoice, resolve_upstream
+
+if TYPE_CHECKING:  # imported where they are used, so that `kxen --help` stays fast
+    from kxen.config import check as configcheck
+    from kxen.config import fragments as configs
+    from kxen.project import Project, UpstreamChoice
 
 
 @main_group.group(name="config")
@@ -38,6 +39,8 @@ def config_targets(func: Callable[..., None]) -> Callable[..., None]:
 def _targets(
     project: Project, arches: tuple[str, ...], flavours: tuple[str, ...]
 ) -> list[configs.Target]:
+    from kxen.config import fragments as configs
+
     project.check_arches(list(arches))
     for flavour in flavours:
         project.check_flavour(flavour)
@@ -66,6 +69,9 @@ def generate(
     outdir: Path,
 ) -> None:
     """Merge the fragments and resolve them with the kernel's own kconfig."""
+    from kxen.config import operations as config_ops
+    from kxen.project import resolve_upstream
+
     with open_project(options) as project:
         targets = _targets(project, arches, flavours)
         up = resolve_upstream(project, local_tarball)
@@ -86,6 +92,9 @@ def check(
     show_new: bool,
 ) -> None:
     """Report values that did not survive Kconfig, and why; new, unknown, redefined symbols."""
+    from kxen.config import operations as config_ops
+    from kxen.project import resolve_upstream
+
     with open_project(options) as project:
         targets = _targets(project, arches, flavours)
         up = resolve_upstream(project, local_tarball)
@@ -123,6 +132,10 @@ def explain(
     local_tarball: UpstreamChoice,
 ) -> None:
     """Where SYMBOL is set, its final value per arch/flavour, and its Kconfig definition."""
+    from kxen.config import check as configcheck
+    from kxen.config import operations as config_ops
+    from kxen.project import resolve_upstream
+
     name = configcheck.symbol_name(symbol)
     with open_project(options) as project:
         targets = _targets(project, arches, flavours)
@@ -164,6 +177,9 @@ def _edit(
     layer: str | None,
     local_tarball: UpstreamChoice,
 ) -> None:
+    from kxen.config import operations as config_ops
+    from kxen.project import resolve_upstream
+
     if bool(arches) == all_arches:
         raise InputError("name the arches: --arch A (repeatable) or --all-arches")
     with open_project(options) as project:
@@ -196,6 +212,9 @@ def _edit(
 @edit_options
 def set_(options: Options, assignment: str, **selection: Any) -> None:
     """Set a symbol in the right fragment file and show what it did to the final configs."""
+    from kxen.config import check as configcheck
+    from kxen.config import fragments as configs
+
     name, sep, raw = assignment.partition("=")
     if not sep:
         raise InputError(f"{assignment!r}: expected CONFIG_X=VALUE")
@@ -209,6 +228,8 @@ def set_(options: Options, assignment: str, **selection: Any) -> None:
 @edit_options
 def unset(options: Options, symbol: str, **selection: Any) -> None:
     """Mark a symbol `is not set` in the right fragment file and show the effect."""
+    from kxen.config import check as configcheck
+
     _edit(options, configcheck.symbol_name(symbol), None, **selection)
 
 
@@ -233,6 +254,9 @@ def diff(
 ) -> None:
     """Final-config differences between git revisions A and B of configs/ (default: HEAD
     and the working tree), or between two upstream trees (--to-upstream), by arch/flavour."""
+    from kxen.config import operations as config_ops
+    from kxen.project import resolve_upstream
+
     if new_tarball is not None:
         _rebase_preview(options, revisions, arches, flavours, local_tarball, new_tarball)
         return
@@ -257,6 +281,9 @@ def _rebase_preview(
     local_tarball: UpstreamChoice,
     new_tarball: Path,
 ) -> None:
+    from kxen.config import operations as config_ops
+    from kxen.project import resolve_upstream
+
     if len(revisions) > 1:
         raise InputError("config diff --to-upstream takes at most one revision")
     revision = revisions[0] if revisions else config_ops.WORKING_TREE

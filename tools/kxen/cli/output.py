@@ -17,45 +17,44 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
-from rich.console import Console
-from rich.progress import Progress as RichProgress
-from rich.progress import SpinnerColumn, TextColumn, TimeElapsedColumn
-from rich.text import Text
 
-from kxen.build.backends.base import neutralise
 from kxen.errors import Interrupted, KxenError
-from kxen.project import Project
-from kxen.support import fsutil
-from kxen.support.runner import SubprocessRunner
+from kxen.support.text import neutralise
+
+if TYPE_CHECKING:  # rich, the project and the runner are imported when a command runs
+    from rich.console import Console
+
+    from kxen.project import Project
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-
-# Nothing kxen prints is rich markup or emoji shortcodes: a path with `[bold]` or `:x:`
-# in it is shown as it is.
-stderr = Console(stderr=True, highlight=False, soft_wrap=True, markup=False, emoji=False)
-
-
 MESSAGE_LIMIT = 2000
-
-
 """Characters of one message line shown (a hostile input must not print megabytes)."""
-
-
 DETAILS_LIMIT = 200
+
+
+@functools.cache
+def stderr() -> Console:
+    """The console kxen's messages go to. Nothing kxen prints is rich markup or an emoji
+    shortcode: a path with `[bold]` or `:x:` in it is shown as it is."""
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False, soft_wrap=True, markup=False, emoji=False)
 
 
 class TerminalProgress:
     """Phase, current step and elapsed time: live on a terminal, phase lines in a CI log."""
 
     def __init__(self, console: Console) -> None:
+        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
         self.console = console
         self.live = console.is_terminal
         self.started = time.monotonic()
-        self._bar = RichProgress(
+        self._bar = Progress(
             SpinnerColumn(),
             TextColumn("{task.fields[phase]}", style="bold", markup=False),
             TextColumn("{task.description}", markup=False),
@@ -83,6 +82,8 @@ class TerminalProgress:
         now = time.monotonic()
         if self.live and self._phase:
             took = now - self._phase_started
+            from rich.text import Text
+
             self.console.print(Text.assemble(("done", "green"), f" {self._phase} ({took:.1f}s)"))
         self._phase, self._phase_started = neutralise(name), now
         self._bar.update(self._task, phase=self._phase, description=neutralise(detail))
@@ -118,13 +119,16 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
 @contextmanager
 def open_progress(options: Options) -> Iterator[TerminalProgress]:
     """Progress on stderr whose warnings also reach the --json summary."""
-    with TerminalProgress(stderr) as progress:
+    with TerminalProgress(stderr()) as progress:
         progress.warnings = options.warnings
         yield progress
 
 
 @contextmanager
 def open_project(options: Options) -> Iterator[Project]:
+    from kxen.project import Project
+    from kxen.support.runner import SubprocessRunner
+
     with open_progress(options) as progress:
         yield Project(options.repo, options.cache, SubprocessRunner(), progress)
 
@@ -142,8 +146,9 @@ def echo_lines(lines: Iterable[str]) -> Callable[[], None]:
     kept = list(lines)
 
     def echo() -> None:
-        for line in kept:
-            click.echo(neutralise(line))
+        for text in kept:
+            for line in text.split("\n"):  # some items are whole paragraphs (explain)
+                click.echo(neutralise(line))
 
     return echo
 
@@ -169,15 +174,18 @@ def fail(options: Options, error: KxenError, extra: dict[str, Any] | None = None
             **(extra or {}),
         }
         click.echo(json.dumps(payload, indent=2, sort_keys=True, default=str))
-    stderr.print(f"kxen: error: {neutralise(message)}")
+    console = stderr()
+    console.print(f"kxen: error: {neutralise(message)}")
     for line in details:
-        stderr.print(f"  {neutralise(line)}")
+        console.print(f"  {neutralise(line)}")
     sys.exit(int(error.exit_code))
 
 
 def _os_failure(exc: OSError) -> KxenError:
     """An OSError no library code turned into a KxenError: still one line and an exit
     code (10 disk full, 8 not writable), never a traceback."""
+    from kxen.support import fsutil
+
     where = Path(os.fsdecode(exc.filename)) if exc.filename else Path("?")
     if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS):
         return fsutil.write_error(where, exc, "failed")
@@ -186,6 +194,8 @@ def _os_failure(exc: OSError) -> KxenError:
 
 def _unexpected(options: Options, exc: Exception) -> KxenError:
     """A bug in kxen: one line for the user, the traceback kept in a file for the report."""
+    from kxen.support import fsutil
+
     text = "".join(traceback.format_exception(exc))
     try:
         path = options.cache / "crash" / f"kxen-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}.log"

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from kxen.cli.app import main_group
 from kxen.cli.options import UPSTREAM_OPTION
 from kxen.cli.output import Options, command, echo_lines, emit, open_project
-from kxen.patches import apply as patchapply
-from kxen.patches import operations as patch_ops
-from kxen.patches import series as patches
-from kxen.project import UpstreamChoice, resolve_upstream
+
+if TYPE_CHECKING:  # imported where they are used, so that `kxen --help` stays fast
+    from kxen.patches import apply as patchapply
+    from kxen.patches import series as patches
+    from kxen.project import UpstreamChoice
 
 
 @main_group.group(name="patches")
@@ -46,6 +47,8 @@ def _patch_dict(patch: patches.Patch, changes: list[patches.FileChange]) -> dict
 @command(patches_group, name="list")
 def patches_list(options: Options) -> None:
     """The series in order, with strip level and the files each patch touches."""
+    from kxen.patches import operations as patch_ops
+
     with open_project(options) as project:
         listed = patch_ops.list_patches(project)
     lines = [line for patch, changes in listed for line in _patch_lines(patch, changes)]
@@ -69,6 +72,8 @@ def patches_list(options: Options) -> None:
 )
 def patches_add(options: Options, file: Path, after: str | None, strip: int) -> None:
     """Copy FILE into patches/ and list it in the series after NAME (default: at the end)."""
+    from kxen.patches import operations as patch_ops
+
     with open_project(options) as project:
         added = patch_ops.add_patch(project, file, after, strip)
     where = f"patches/series:{added.patch.line}: added"
@@ -89,6 +94,9 @@ def _series_result(options: Options, report: patchapply.SeriesReport) -> None:
 @UPSTREAM_OPTION
 def patches_check(options: Options, local_tarball: UpstreamChoice) -> None:
     """Apply the series to a copy of the pristine tree as strictly as %prep (--fuzz=0)."""
+    from kxen.patches import operations as patch_ops
+    from kxen.project import resolve_upstream
+
     with open_project(options) as project:
         up = resolve_upstream(project, local_tarball)
         report = patch_ops.check_patches(project, up)
@@ -106,6 +114,10 @@ def patches_check(options: Options, local_tarball: UpstreamChoice) -> None:
 def patches_refresh(options: Options, new_tarball: Path) -> None:
     """How every patch applies to another upstream tree: cleanly, with offset, with fuzz
     (fails in %prep) or not at all; exits 11 if any fails or needs fuzz."""
+    from kxen.patches import apply as patchapply
+    from kxen.patches import operations as patch_ops
+    from kxen.project import resolve_upstream
+
     with open_project(options) as project:
         up = resolve_upstream(project, new_tarball)
         report = patch_ops.refresh_patches(project, up)

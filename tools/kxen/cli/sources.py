@@ -8,7 +8,6 @@ from pathlib import Path
 
 import click
 
-from kxen import pipeline
 from kxen.cli.app import main_group
 from kxen.cli.output import Options, command, echo_lines, emit, open_project
 
@@ -16,6 +15,8 @@ from kxen.cli.output import Options, command, echo_lines, emit, open_project
 @command(main_group)
 def sources(options: Options) -> None:
     """Download every file listed in `sources` into the lookaside cache (verified)."""
+    from kxen import pipeline
+
     with open_project(options) as project:
         fetched = pipeline.fetch_sources(project)
     rows = [
@@ -35,6 +36,8 @@ def sources(options: Options) -> None:
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
 def new_sources(options: Options, files: tuple[Path, ...]) -> None:
     """Import local FILES into the lookaside cache and make them the `sources` list."""
+    from kxen import pipeline
+
     with open_project(options) as project:
         entries = pipeline.new_sources(project, list(files))
     emit(
@@ -62,6 +65,8 @@ def bump(
 ) -> None:
     """Move to another upstream version: manifest, `sources` (fetched and verified) and
     changelog, then show what changes in the spec."""
+    from kxen import pipeline
+
     with open_project(options) as project:
         done = pipeline.bump_version(
             project, to, release, message, author, force, datetime.date.today()

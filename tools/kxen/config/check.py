@@ -216,9 +216,7 @@ def _relative(where: str, repo_root: Path) -> str:
         return where
 
 
-def _target_findings(
-    merged: configs.Merged, model: KconfigModel, repo_root: Path
-) -> list[Finding]:
+def _target_findings(merged: configs.Merged, model: KconfigModel, repo_root: Path) -> list[Finding]:
     target = merged.target
     findings: list[Finding] = []
     requested: dict[str, Value] = {}

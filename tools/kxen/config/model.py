@@ -48,8 +48,6 @@ _TYPE_NAMES: dict[int, SymbolType] = {
     kconfiglib.STRING: "string",
 }
 _TRI = {None: 0, "n": 0, "m": 1, "y": 2}
-
-
 # Operator precedence for printing expressions like the C tools do: a
 # sub-expression is parenthesised only when it binds less tightly than its parent.
 _OR, _AND, _NOT, _RELATION, _ATOM = 1, 2, 3, 4, 5

@@ -75,7 +75,7 @@ def _kconfig_models(
     models = {}
     for arch in sorted({target.arch for target in targets}):
         project.progress.phase("kconfig", f"reading Kconfig for {arch}")
-        models[arch] = kconfig.load(tree, arch, probe_dir(project, up))
+        models[arch] = kconfig.load(tree, arch, probe_dir(project, up), project.runner)
     return tree, models
 
 
@@ -120,6 +120,7 @@ class _ArchCheck:
 
 
 def _check_arch(job: _ArchCheck) -> list[configcheck.Finding]:
+    # a worker process cannot share the parent's runner: load() makes one of its own
     model = kconfig.load(job.tree, job.arch, job.probe_dir)
     return configcheck.findings(
         job.configs_dir, job.targets, job.tree, {job.arch: model}, job.repo_root

@@ -24,6 +24,8 @@ from kxen.support.fsutil import atomic_write_bytes, atomic_write_text
 SERIES_NAME = "series"
 _NAME_RE = re.compile(r"^[A-Za-z0-9_+][A-Za-z0-9._+-]*$")
 _STRIP_RE = re.compile(r"^-p([0-9])$")
+
+
 class _Decompressor(Protocol):
     """What zlib's, bz2's and lzma's incremental decompressors have in common."""
 

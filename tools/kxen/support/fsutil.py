@@ -92,8 +92,7 @@ def _open_lock(lock_path: Path) -> int:
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise UnsafePathError(
-                f"{lock_path}: the lock file is a symbolic link; kxen never follows one "
-                "(remove it)"
+                f"{lock_path}: the lock file is a symbolic link; kxen never follows one (remove it)"
             ) from None
         raise write_error(lock_path, exc, "could not open the lock file") from None
     info = os.fstat(fd)

@@ -90,9 +90,7 @@ def decode(data: bytes, name: str) -> str:
         text = codecs.decode(data, "utf-8")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
-        raise InputError(
-            f"{name}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x})"
-        ) from None
+        raise InputError(f"{name}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x})") from None
     if "\0" in text:
         line = text[: text.index("\0")].count("\n") + 1
         raise InputError(f"{name}:{line}: holds a NUL byte (a text file never does)")

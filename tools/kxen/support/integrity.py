@@ -486,7 +486,6 @@ class Quarantine:
         )
         return evidence
 
-
     def _discard(self, parts: list[Path], corrupt: Corrupt, what: str, remedy: str) -> Path:
         for part in parts:
             if part.is_dir() and not part.is_symlink():
