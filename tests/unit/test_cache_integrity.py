@@ -8,7 +8,6 @@ import hashlib
 import json
 import os
 import stat
-import subprocess
 import tarfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,6 +23,7 @@ from kxen.support.runner import Completed, Running, SubprocessRunner
 from kxen.upstream import origin, snapshot, sources
 from kxen.upstream import tree as upstream_tree
 
+from ..support import git
 from .conftest import kernel_makefile, write_tarball
 from .test_integrity import RecordingProgress
 
@@ -345,28 +345,15 @@ def test_a_changed_probe_cache_is_neither_used_nor_overwritten_and_is_set_aside(
 # --- git snapshot tarballs ------------------------------------------------------------
 
 
-def _git(repo: Path, *args: str) -> None:
-    env = {
-        **os.environ,
-        "GIT_AUTHOR_NAME": "t",
-        "GIT_AUTHOR_EMAIL": "t@example.org",
-        "GIT_COMMITTER_NAME": "t",
-        "GIT_COMMITTER_EMAIL": "t@example.org",
-        "GIT_AUTHOR_DATE": "2026-01-15T12:00:00Z",
-        "GIT_COMMITTER_DATE": "2026-01-15T12:00:00Z",
-    }
-    subprocess.run(["git", "-C", str(repo), *args], env=env, check=True, capture_output=True)
-
-
 @pytest.fixture
 def checkout(tmp_path: Path) -> Path:
     repo = tmp_path / "linux"
     repo.mkdir()
-    _git(repo, "init", "-q")
+    git(repo, "init", "-q")
     (repo / "Makefile").write_text(kernel_makefile(6, 2, 0))
-    _git(repo, "add", "-A")
-    _git(repo, "commit", "-q", "-m", "Linux 6.2")
-    _git(repo, "tag", "-a", "v6.2", "-m", "Linux 6.2")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "Linux 6.2")
+    git(repo, "tag", "-a", "v6.2", "-m", "Linux 6.2")
     return repo
 
 

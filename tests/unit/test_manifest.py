@@ -8,6 +8,8 @@ from kxen import manifest
 from kxen.errors import ExitCode, InputError
 from kxen.versions import UpstreamVersion
 
+from ..support import REPO
+
 BASE = """\
 name: kernel-xen
 summary: The Linux kernel for Xen domU guests
@@ -305,3 +307,16 @@ def test_find_walks_up_to_the_manifest(tmp_path):
     elsewhere.mkdir()
     with pytest.raises(InputError, match=r"no kernel-xen\.yaml"):
         manifest.find(elsewhere)
+
+
+def test_a_stable_update_snapshot_is_refused_in_the_manifest(tmp_path):
+    """kernel.org has no such files: a stable-branch snapshot comes from a git checkout."""
+    text = (
+        (REPO / "kernel-xen.yaml")
+        .read_text()
+        .replace('  version: "6.1"\n', '  version: "6.1"\n  stable: 192\n  git: 5\n')
+    )
+    path = tmp_path / "kernel-xen.yaml"
+    path.write_text(text)
+    with pytest.raises(InputError, match=r"upstream\.git: kernel\.org publishes no snapshot"):
+        manifest.load(path)

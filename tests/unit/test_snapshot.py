@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import subprocess
 from pathlib import Path
 
@@ -12,22 +11,9 @@ from kxen.errors import InputError
 from kxen.support.runner import SubprocessRunner
 from kxen.upstream import snapshot
 
+from ..support import git
+
 MAKEFILE = "VERSION = {v}\nPATCHLEVEL = {p}\nSUBLEVEL = {s}\nEXTRAVERSION = {e}\nNAME = Test\n"
-
-
-def git(repo: Path, *args: str) -> str:
-    env = {
-        **os.environ,
-        "GIT_AUTHOR_NAME": "t",
-        "GIT_AUTHOR_EMAIL": "t@example.org",
-        "GIT_COMMITTER_NAME": "t",
-        "GIT_COMMITTER_EMAIL": "t@example.org",
-        "GIT_AUTHOR_DATE": "2026-01-15T12:00:00Z",
-        "GIT_COMMITTER_DATE": "2026-01-15T12:00:00Z",
-    }
-    return subprocess.run(
-        ["git", "-C", str(repo), *args], env=env, check=True, capture_output=True, text=True
-    ).stdout.strip()
 
 
 def commit(repo: Path, message: str, **files: str) -> None:
@@ -89,12 +75,35 @@ def test_snapshot_after_a_release_leads_to_the_next_one(tmp_path: Path) -> None:
     assert made.version.kernelversion == "6.2.0"
 
 
+def test_a_stable_branch_snapshot_sorts_between_its_update_and_the_next(tmp_path: Path) -> None:
+    """linux-6.1.y five commits past v6.1.192, as LKFT and KernelCI test stable-rc."""
+    import rpm
+
+    path = tmp_path / "linux"
+    path.mkdir()
+    git(path, "init", "-q")
+    commit(path, "Linux 6.1.192", Makefile=MAKEFILE.format(v=6, p=1, s=192, e=""))
+    git(path, "tag", "v6.1.192")
+    for number in range(5):
+        commit(path, f"backport {number}")
+    made = snapshot.make(path, "HEAD", tmp_path / "cache", SubprocessRunner())
+    assert str(made.version) == "6.1.192-git5"
+    assert made.version.kernelversion == "6.1.192"
+    evr = ("0", made.version.rpm_version, made.version.rpm_release(1))
+    assert evr == ("0", "6.1.192", "1.git5")
+    update = ("0", "6.1.192", "1")
+    next_update = ("0", "6.1.193", "1")
+    later_snapshot = ("0", "6.1.192", "1.git10")
+    assert rpm.labelCompare(update, evr) == -1
+    assert rpm.labelCompare(evr, later_snapshot) == -1
+    assert rpm.labelCompare(later_snapshot, next_update) == -1
+
+
 @pytest.mark.parametrize(
     ("setup", "ref", "message"),
     [
         ("none", "no-such-branch", "not a commit"),
         ("untagged", "HEAD", r"no v\* tag is reachable"),
-        ("stable", "HEAD", "not from stable branches"),
         ("wrong-makefile", "HEAD", "the Makefile says 6.1 but the tags say 6.2-rc1"),
     ],
 )
@@ -102,12 +111,8 @@ def test_refusals(tmp_path: Path, setup: str, ref: str, message: str) -> None:
     path = tmp_path / "linux"
     path.mkdir()
     git(path, "init", "-q")
-    makefile = MAKEFILE.format(v=6, p=1, s=5 if setup == "stable" else 0, e="")
-    commit(path, "base", Makefile=makefile)
-    if setup == "stable":
-        git(path, "tag", "v6.1.5")
-        commit(path, "backport")
-    elif setup == "wrong-makefile":
+    commit(path, "base", Makefile=MAKEFILE.format(v=6, p=1, s=0, e=""))
+    if setup == "wrong-makefile":
         git(path, "tag", "v6.2-rc1")
     with pytest.raises(InputError, match=message):
         snapshot.make(path, ref, tmp_path / "cache", SubprocessRunner())

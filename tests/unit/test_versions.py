@@ -43,7 +43,6 @@ def test_parse_ignores_surrounding_whitespace():
         "6.1-git3-rc2",
         "6.1.0",  # a stable update starts at 1
         "6.1.5-rc1",  # stable and rc at once
-        "6.1.5-git2",
         "2.6",
         "2.4.37",
         "1.0",
@@ -65,7 +64,6 @@ def test_invalid_versions_are_refused(text):
         {"base": "2.4.1"},
         {"base": "6.1", "stable": 0},
         {"base": "6.1", "stable": 2, "rc": 1},
-        {"base": "6.1", "stable": 2, "git": 1},
     ],
 )
 def test_constructor_refuses_inconsistent_versions(kwargs):
@@ -262,3 +260,13 @@ def test_fedora_nvrs(name, text, build, nvr):
         return
     version = UpstreamVersion.parse(text)
     assert f"{name}-{version.rpm_version}-{version.rpm_release(build)}" == nvr
+
+
+def test_a_stable_branch_snapshot_is_no_prerelease_of_the_next_update():
+    """6.1.5-git2: linux-6.1.y two commits past v6.1.5; it reports 6.1.5 and sorts after
+    6.1.5's release (1.git2 > 1), not among 6.2's prereleases."""
+    version = UpstreamVersion.parse("6.1.5-git2")
+    assert version.stable_snapshot and not version.prerelease
+    assert (version.kernelversion, version.rpm_release(1)) == ("6.1.5", "1.git2")
+    assert version.makefile_version == UpstreamVersion("6.1", 5)
+    assert version.snapshot_levels is None

@@ -236,6 +236,12 @@ def _build(data: dict[str, Any], node: yaml.Node | None, path: Path) -> Manifest
         upstream = UpstreamVersion(up["version"], up.get("stable"), up.get("rc"), up.get("git"))
     except ValueError as exc:
         raise InputError(f"{path}: upstream: {exc}") from None
+    if upstream.stable_snapshot:
+        line = _line_of(node, ["upstream", "git"])
+        raise InputError(
+            f"{path}:{line}: upstream.git: kernel.org publishes no snapshot of a stable update; "
+            "build one from a git checkout (--upstream CHECKOUT --ref REF)"
+        )
     changelog = []
     for index, entry in enumerate(data["changelog"]):
         try:

@@ -83,6 +83,8 @@ def bump_version(
         new = UpstreamVersion.parse(to)
     except ValueError as exc:
         raise InputError(f"--to: {exc}") from None
+    if new.stable_snapshot:
+        raise InputError(f"--to {to}: kernel.org publishes no snapshot of a stable update")
     number = bump.target_release(current, new, release)
     bump.check_direction(current, new, number, force)
     who = author or os.environ.get("RPM_PACKAGER") or current.changelog[0].author

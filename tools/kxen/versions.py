@@ -30,7 +30,9 @@ class UpstreamVersion:
     """A kernel.org release: base (`6.1`, `2.6.25`), stable update, rc and git snapshot.
 
     `git` alone (no rc) is a snapshot taken after `base` and before the next rc1,
-    which Fedora spelled `rc0.gitN`.
+    which Fedora spelled `rc0.gitN`. `git` with `stable` is a snapshot of a stable branch
+    after that update (`6.1.192-git5`: linux-6.1.y five commits past v6.1.192, as LKFT and
+    KernelCI test stable-rc): it sorts above the update's release and below the next one.
     """
 
     base: str
@@ -41,8 +43,8 @@ class UpstreamVersion:
     def __post_init__(self) -> None:
         if not re.fullmatch(r"2\.6\.\d+|[3-9]\.\d+", self.base):
             raise ValueError(f"invalid kernel base version {self.base!r}")
-        if self.stable is not None and (self.rc is not None or self.git is not None):
-            raise ValueError("a stable update cannot also be an -rc or -git snapshot")
+        if self.stable is not None and self.rc is not None:
+            raise ValueError("a stable update cannot also be an -rc")
         for name in ("stable", "rc", "git"):
             number = getattr(self, name)
             if number is not None and number < 1:
@@ -75,12 +77,18 @@ class UpstreamVersion:
 
     @property
     def prerelease(self) -> bool:
-        return self.rc is not None or self.git is not None
+        """Before the release it leads to (an rc, or a mainline snapshot)."""
+        return self.rc is not None or (self.git is not None and self.stable is None)
+
+    @property
+    def stable_snapshot(self) -> bool:
+        """A snapshot of a stable branch after its update `stable`."""
+        return self.stable is not None and self.git is not None
 
     @property
     def target_base(self) -> str:
         """The release this version leads to (a git snapshot of 6.1 leads to 6.2)."""
-        if self.git is not None and self.rc is None:
+        if self.git is not None and self.rc is None and self.stable is None:
             return _next_base(self.base)
         return self.base
 
@@ -183,13 +191,16 @@ class UpstreamVersion:
     def snapshot_levels(self) -> tuple[int, int, int] | None:
         """For a -gitN snapshot without -rc: the VERSION, PATCHLEVEL and SUBLEVEL of the
         release it leads to, which its Makefile does not say yet (it still names the base)."""
-        if self.git is None or self.rc is not None:
+        if self.git is None or self.rc is not None or self.stable is not None:
             return None
         numbers = [int(part) for part in self.kernelversion.split(".")]
         return numbers[0], numbers[1], numbers[2]
 
     def rpm_release(self, build: int) -> str:
-        """Release without `%{?buildid}%{?dist}`: `<n>`, or `0.<n>.rcR[.gitG]`."""
+        """Release without `%{?buildid}%{?dist}`: `<n>`, `0.<n>.rcR[.gitG]` before a release,
+        `<n>.gitG` for a stable-branch snapshot after its update (above `<n>`)."""
+        if self.stable_snapshot:
+            return f"{build}.git{self.git}"
         if not self.prerelease:
             return str(build)
         release = f"0.{build}.rc{self.rc or 0}"

@@ -87,12 +87,7 @@ def _version(describe: str, ref: str) -> UpstreamVersion:
     count = int(match["count"])
     if not count:
         return tagged
-    if tagged.stable is not None:
-        raise InputError(
-            f"--ref {ref}: {count} commit(s) after the stable release v{tagged}: snapshots are "
-            "taken from mainline (a release or an -rc tag), not from stable branches"
-        )
-    return UpstreamVersion(tagged.base, rc=tagged.rc, git=count)
+    return UpstreamVersion(tagged.base, stable=tagged.stable, rc=tagged.rc, git=count)
 
 
 def _check_makefile(
