@@ -159,8 +159,10 @@ def test_local_builds_both_arches_into_results(build: FakeBuild, fake_linux: Pat
                 f"{NVR}.src.rpm",
                 "build.log",
                 "kxen-result.json",
+                "ccache.json",  # kxen local compiles through ccache by default
             ]
         )
+        assert set(json.loads((arch_dir / "ccache.json").read_text())) == {"hits", "misses"}
         record = json.loads((arch_dir / "kxen-result.json").read_text())
         assert record["arch"] == arch and record["result"]["ok"] is True
         log = (arch_dir / "build.log").read_text()

@@ -11,12 +11,13 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from kxen.cli.app import main_group
-from kxen.cli.options import RESULTS_OPTION, Selection, selection_options
+from kxen.cli.options import RESULTS_OPTION, Selection, ccache_options, selection_options
 from kxen.cli.output import Options, command, echo_lines, emit, open_project
 
 if TYPE_CHECKING:  # the library is imported when a command runs: `kxen --help` stays light
     from kxen import pipeline
     from kxen.build.backends.base import ArchResult
+    from kxen.build.ccache import Ccache
     from kxen.project import Project
 
 
@@ -33,13 +34,20 @@ def _built(
     line: Callable[[ArchResult], str],
     **extra: Any,
 ) -> None:
-    """What local and mockbuild print: a line per arch and the results dir, or the report."""
-    lines = [line(result) for result in report.arches]
+    """What local and mockbuild print: a line per arch (with its ccache hits and misses)
+    and the results dir, or the report."""
+    lines = [line(result) + _ccache_note(result) for result in report.arches]
     emit(
         options,
         {"report": dataclasses.asdict(report), **extra},
         echo_lines([*lines, f"results: {report.results_dir}"]),
     )
+
+
+def _ccache_note(result: ArchResult) -> str:
+    if result.ccache is None:
+        return ""
+    return f" (ccache: {result.ccache.hits} hits, {result.ccache.misses} misses)"
 
 
 @command(main_group)
@@ -117,6 +125,7 @@ def srpm(options: Options, selection: Selection, outdir: Path | None) -> None:
 @command(main_group)
 @click.option("--arch", "arches", multiple=True, help="Arch to build (repeatable; default: all).")
 @selection_options
+@ccache_options
 @RESULTS_OPTION
 @click.option(
     "--workdir",
@@ -129,6 +138,7 @@ def local(
     options: Options,
     arches: tuple[str, ...],
     selection: Selection,
+    ccache: Ccache | None,
     results_root: Path,
     workdir: Path | None,
 ) -> None:
@@ -139,7 +149,7 @@ def local(
     with open_project(options) as project:
         wanted = list(arches) or list(project.manifest.arches)
         area = workdir.resolve() if workdir else build_area(results_root)
-        backend = LocalBackend(project.runner, area)
+        backend = LocalBackend(project.runner, area, ccache)
         build_what = checkout(project, selection)
         report = pipeline.build(backend, build_what, wanted, results_root, project.progress)
     _built(options, report, lambda r: f"{r.arch}: ok in {r.seconds:.0f}s: {', '.join(r.rpms)}")
@@ -163,6 +173,7 @@ def local(
     "slots are shared between them.",
 )
 @click.option("--no-clean", is_flag=True, help="Keep the build roots (mock --no-cleanup-after).")
+@ccache_options
 @RESULTS_OPTION
 @click.argument("mock_args", nargs=-1, type=click.UNPROCESSED)
 def mockbuild(
@@ -172,6 +183,7 @@ def mockbuild(
     roots: tuple[str, ...],
     jobs: int | None,
     no_clean: bool,
+    ccache: Ccache | None,
     results_root: Path,
     mock_args: tuple[str, ...],
 ) -> None:
@@ -193,6 +205,7 @@ def mockbuild(
             cpus=cpus,
             no_clean=no_clean,
             extra_args=mock_args,
+            ccache=ccache,
         )
         build_what = checkout(project, selection)
         report = pipeline.build(backend, build_what, wanted, results_root, project.progress)

@@ -15,6 +15,7 @@ from kxen.cli.output import Options
 from kxen.errors import InputError
 
 if TYPE_CHECKING:  # imported where they are used, so that `kxen --help` stays fast
+    from kxen.build.ccache import Ccache
     from kxen.project import UpstreamChoice
 
 
@@ -127,3 +128,44 @@ def selection_options(func: Callable[..., None]) -> Callable[..., None]:
 
 def existing_path(dir_okay: bool = False, file_okay: bool = True) -> click.Path:
     return click.Path(exists=True, dir_okay=dir_okay, file_okay=file_okay, path_type=Path)
+
+
+CCACHE_SUBDIR = "ccache"
+"""The default ccache directory, inside kxen's cache: one cache per user shared by every
+build (and, in CI, by every build of a test session, which shares one kxen cache)."""
+
+
+def ccache_options(func: Callable[..., None]) -> Callable[..., None]:
+    """--ccache DIR / --no-ccache, handed to `func` (whose first argument is the command's
+    `Options`) as `ccache`: the cache to compile through, or None."""
+
+    @functools.wraps(func)
+    def wrapper(
+        options: Options, *args: Any, ccache_dir: Path | None, no_ccache: bool, **kwargs: Any
+    ) -> None:
+        func(options, *args, ccache=_ccache_choice(options, ccache_dir, no_ccache), **kwargs)
+
+    decorated = click.option(
+        "--no-ccache", is_flag=True, help="Compile without ccache (nothing is cached or read)."
+    )(wrapper)
+    return click.option(
+        "--ccache",
+        "ccache_dir",
+        type=click.Path(path_type=Path),
+        metavar="DIR",
+        default=None,
+        help="Compile through ccache with this cache directory (default: <cache>/ccache); "
+        "hits and misses go into ccache.json beside the RPMs.",
+    )(decorated)
+
+
+def _ccache_choice(options: Options, directory: Path | None, off: bool) -> Ccache | None:
+    from kxen.build.ccache import Ccache
+
+    if off:
+        if directory is not None:
+            raise InputError("--ccache DIR and --no-ccache exclude each other")
+        return None
+    chosen = Ccache((directory or options.cache / CCACHE_SUBDIR).absolute())
+    chosen.check()
+    return chosen

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from kxen.build.ccache import Stats
 from kxen.errors import InputError
 from kxen.support.fsutil import Reclaimed
 from kxen.support.progress import Progress
@@ -50,6 +51,8 @@ class ArchResult:
     """The log that explains a failure first."""
     error: str = ""
     error_lines: list[str] = field(default_factory=list)
+    ccache: Stats | None = None
+    """Hits and misses of the compiles, when the build went through ccache."""
 
 
 @dataclass(frozen=True)

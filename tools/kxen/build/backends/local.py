@@ -8,10 +8,12 @@ tools itself, before anything starts.
 from __future__ import annotations
 
 import re
+import secrets
 import shutil
 import time
 from pathlib import Path
 
+from kxen.build import ccache as ccache_module
 from kxen.build.backends.base import (
     BUILD_LOCALE,
     ArchResult,
@@ -19,6 +21,7 @@ from kxen.build.backends.base import (
     RunnerBackend,
     first_errors,
 )
+from kxen.build.ccache import Ccache
 from kxen.build.srpm import reproducible_defines
 from kxen.errors import InputError, MissingToolError, NoSpaceError
 from kxen.support.fsutil import Reclaimed, reclaim, scratch_dir
@@ -100,9 +103,10 @@ class LocalBackend(RunnerBackend):
     name = "local"
     jobs = 1
 
-    def __init__(self, runner: Runner, work_root: Path) -> None:
+    def __init__(self, runner: Runner, work_root: Path, ccache: Ccache | None = None) -> None:
         self.runner = runner
         self.work_root = work_root
+        self.ccache = ccache
 
     def check_host(self, arches: list[str]) -> None:
         check_build_area(self.work_root)
@@ -112,6 +116,9 @@ class LocalBackend(RunnerBackend):
             raise MissingToolError(
                 "the local backend needs these on the host: " + ", ".join(missing)
             )
+        if self.ccache is not None:
+            ccache_module.check_host()
+            self.ccache.prepare()
         self._check_space()
 
     def reclaim(self) -> list[Reclaimed]:
@@ -130,25 +137,17 @@ class LocalBackend(RunnerBackend):
     def build(self, request: BuildRequest, progress: Progress) -> ArchResult:
         started = time.monotonic()
         log = request.staging / "build.log"
+        name = f"local-{request.arch}-{secrets.token_hex(6)}"
         with scratch_dir(self.work_root, f".rpmbuild-{request.arch}-") as top:
             result = self.runner.run(
-                [
-                    "rpmbuild",
-                    "--rebuild",
-                    request.srpm,
-                    "--target",
-                    request.arch,
-                    "--nodeps",
-                    "--define",
-                    f"_topdir {top}",
-                    *reproducible_defines(),
-                ],
-                env=BUILD_LOCALE,
+                self._rpmbuild(request, top, name),
+                env={**BUILD_LOCALE, **(self.ccache.environment() if self.ccache else {})},
                 log_path=log,
                 on_line=_progress_parser(progress),
                 check=False,
             )
             seconds = time.monotonic() - started
+            stats = self.ccache.collect(name, request.staging) if self.ccache else None
             if not result.ok:
                 return ArchResult(
                     request.arch,
@@ -157,13 +156,34 @@ class LocalBackend(RunnerBackend):
                     logs=[log.name],
                     error=f"rpmbuild exited with status {result.returncode}",
                     error_lines=first_errors(list(result.tail)),
+                    ccache=stats,
                 )
             rpms = sorted((top / "RPMS").glob("*/*.rpm"))
             for rpm in rpms:
                 shutil.move(rpm, request.staging / rpm.name)
         return ArchResult(
-            request.arch, ok=True, seconds=seconds, rpms=[p.name for p in rpms], logs=[log.name]
+            request.arch,
+            ok=True,
+            seconds=seconds,
+            rpms=[p.name for p in rpms],
+            logs=[log.name],
+            ccache=stats,
         )
+
+    def _rpmbuild(self, request: BuildRequest, top: Path, name: str) -> list[str | Path]:
+        """rpmbuild's command line for one arch in `top`; through ccache, counted as `name`."""
+        return [
+            "rpmbuild",
+            "--rebuild",
+            request.srpm,
+            "--target",
+            request.arch,
+            "--nodeps",
+            "--define",
+            f"_topdir {top}",
+            *reproducible_defines(),
+            *(self.ccache.spec_define(name) if self.ccache else []),
+        ]
 
 
 def _which(tool: str) -> str | None:

@@ -26,6 +26,7 @@ from kxen.build.backends.base import (
     RunnerBackend,
     first_errors,
 )
+from kxen.build.ccache import Ccache
 from kxen.errors import InputError, MissingToolError
 from kxen.support.fsutil import Reclaimed
 from kxen.support.progress import Progress
@@ -167,6 +168,7 @@ class MockBackend(RunnerBackend):
         no_clean: bool = False,
         extra_args: tuple[str, ...] = (),
         unique_prefix: str | None = None,
+        ccache: Ccache | None = None,
     ) -> None:
         self.runner = runner
         self.roots = roots
@@ -175,6 +177,7 @@ class MockBackend(RunnerBackend):
         self.no_clean = no_clean
         self.extra_args = extra_args
         self.unique_prefix = unique_prefix or f"kxen{os.getpid()}"
+        self.ccache = ccache
 
     def check_host(self, arches: list[str]) -> None:
         if not shutil.which("mock"):
@@ -182,6 +185,8 @@ class MockBackend(RunnerBackend):
         missing = [arch for arch in arches if arch not in self.roots]
         if missing:
             raise InputError(f"no mock root for {', '.join(missing)}")
+        if self.ccache is not None:  # mock's plugin installs ccache into the build root
+            self.ccache.prepare()
 
     def reclaim(self) -> list[Reclaimed]:
         """mock cleans its own build roots (and its result dirs are kxen's staging)."""
@@ -197,7 +202,7 @@ class MockBackend(RunnerBackend):
             "--resultdir",
             str(request.staging),
             "--uniqueext",
-            f"{self.unique_prefix}-{request.arch}",
+            self._unique(request),
         ]
         if self.no_clean:
             argv.append("--no-cleanup-after")
@@ -206,9 +211,28 @@ class MockBackend(RunnerBackend):
             "--no-bootstrap-image",
             "--define",
             f"_smp_mflags {smp_flags(self.cpus, self.jobs)}",
+            *self._ccache_args(request),
             *self.extra_args,
         ]
         return argv
+
+    def _unique(self, request: BuildRequest) -> str:
+        """The build root's --uniqueext: one per concurrent run, and the name its ccache
+        stats are kept under."""
+        return f"{self.unique_prefix}-{request.arch}"
+
+    def _ccache_args(self, request: BuildRequest) -> list[str]:
+        """mock's ccache plugin on kxen's cache, and the spec's ccache settings.
+
+        The plugin bind-mounts the cache as /var/tmp/ccache, sets CCACHE_DIR (and
+        CCACHE_UMASK, CCACHE_NOHASHDIR) and installs ccache; the login shell mock runs
+        rpmbuild in puts Fedora's /usr/lib64/ccache first on PATH (/etc/profile.d/ccache.sh).
+        It sets no base dir, sloppiness or stats log, and mock gives the build root none of
+        kxen's environment: those come through the spec's macro (see kxen.build.ccache),
+        with the build root's tree as base dir."""
+        if self.ccache is None:
+            return []
+        return [*self.ccache.mock_options(), *self.ccache.spec_define(self._unique(request))]
 
     def build(self, request: BuildRequest, progress: Progress) -> ArchResult:
         started = time.monotonic()
@@ -221,6 +245,7 @@ class MockBackend(RunnerBackend):
             check=False,
         )
         seconds = time.monotonic() - started
+        stats = self.ccache.collect(self._unique(request), request.staging) if self.ccache else None
         logs = sorted(p.name for p in request.staging.glob("*.log"))
         if not result.ok:
             found = diagnose(result.returncode, request.staging, root)
@@ -231,8 +256,11 @@ class MockBackend(RunnerBackend):
                 logs=[found.log, *(name for name in logs if name != found.log)],
                 error=found.error,
                 error_lines=found.lines,
+                ccache=stats,
             )
         rpms = sorted(
             p.name for p in request.staging.glob("*.rpm") if not p.name.endswith(".src.rpm")
         )
-        return ArchResult(request.arch, ok=True, seconds=seconds, rpms=rpms, logs=logs)
+        return ArchResult(
+            request.arch, ok=True, seconds=seconds, rpms=rpms, logs=logs, ccache=stats
+        )
