@@ -88,3 +88,16 @@ def make_checkout(target: Path) -> Path:
     shutil.rmtree(target / "configs")
     shutil.copytree(FAKE_CONFIGS, target / "configs")
     return target
+
+
+def make_git(target: Path, python: str = sys.executable) -> Path:
+    """A kernel git checkout of the fake tree: the tree committed and tagged `v6.1.192`
+    (annotated, as kernel.org's tags are), so that later commits are stable snapshots."""
+    with tarfile.open(fileobj=io.BytesIO(tar_bytes(python)), mode="r:") as archive:
+        archive.extractall(target.parent, filter="tar")
+    (target.parent / TOPDIR).rename(target)
+    support.git(target, "init", "-q")
+    support.git(target, "add", "-A", "-f")
+    support.git(target, "commit", "-q", "-m", f"Linux {VERSION}")
+    support.git(target, "tag", "-a", f"v{VERSION}", "-m", f"Linux {VERSION}")
+    return target

@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,17 +36,22 @@ def kxen_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def kxen_command(
-    *args: str | Path, repo: Path = REPO, cache: Path
+    *args: str | Path, repo: Path = REPO, cache: Path, env: Mapping[str, str] | None = None
 ) -> tuple[list[str], dict[str, str]]:
-    """argv and environment of a `kxen` run against `repo` with its own cache."""
-    env = {**os.environ, "KXEN_CACHE_DIR": str(cache)}
-    return [str(KXEN), "--repo", str(repo), *map(str, args)], env
+    """argv and environment of a `kxen` run against `repo` with its own cache (and `env`
+    on top of this process's environment)."""
+    environment = {**os.environ, **(env or {}), "KXEN_CACHE_DIR": str(cache)}
+    return [str(KXEN), "--repo", str(repo), *map(str, args)], environment
 
 
 def run_kxen(
-    *args: str | Path, repo: Path = REPO, cache: Path, check: bool = True
+    *args: str | Path,
+    repo: Path = REPO,
+    cache: Path,
+    check: bool = True,
+    env: Mapping[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    argv, env = kxen_command(*args, repo=repo, cache=cache)
+    argv, env = kxen_command(*args, repo=repo, cache=cache, env=env)
     result = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
     if check and result.returncode != 0:
         raise AssertionError(

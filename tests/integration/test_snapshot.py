@@ -11,10 +11,29 @@ from kxen.support.runner import SubprocessRunner
 from kxen.upstream import origin
 from kxen.upstream import tree as upstream_tree
 
-from ..unit.test_snapshot import git
+from ..support import git
 from .conftest import extract_file, rpm_header, run_kxen
 
 pytestmark = pytest.mark.slow
+
+
+def tree_repo(
+    linux_tarball: Path, cache: Path, repo: Path, tag: str, *makefile: tuple[str, str]
+) -> Path:
+    """The cached 6.1 tree, hard-linked to `repo` (its Makefile changed as asked), committed
+    and tagged `tag` as kernel.org tags a release."""
+    prepared = upstream_tree.prepared_tree(
+        origin.from_tarball(linux_tarball, cache), cache, SubprocessRunner()
+    )
+    subprocess.run(["cp", "-al", str(prepared), str(repo)], check=True)
+    if makefile:
+        rewrite(repo / "Makefile", *makefile)
+    release = f"Linux {tag.removeprefix('v')}"
+    git(repo, "init", "-q")
+    git(repo, "add", "-A", "-f")  # Debian's tree ignores everything in its .gitignore
+    git(repo, "commit", "-q", "-m", release)
+    git(repo, "tag", "-a", tag, "-m", release)
+    return repo
 
 
 @pytest.fixture(scope="module")
@@ -22,21 +41,15 @@ def kernel_git(
     linux_tarball: Path, kxen_cache: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Path:
     """The 6.1 tree committed as "v6.2-rc3", then two commits (one touching Xen code)."""
-    prepared = upstream_tree.prepared_tree(
-        origin.from_tarball(linux_tarball, kxen_cache), kxen_cache, SubprocessRunner()
-    )
-    repo = tmp_path_factory.mktemp("git") / "linux"
-    subprocess.run(["cp", "-al", str(prepared), str(repo)], check=True)
-    rewrite(
-        repo / "Makefile",
+    repo = tree_repo(
+        linux_tarball,
+        kxen_cache,
+        tmp_path_factory.mktemp("git") / "linux",
+        "v6.2-rc3",
         ("PATCHLEVEL = 1\n", "PATCHLEVEL = 2\n"),
         ("SUBLEVEL = 192\n", "SUBLEVEL = 0\n"),
         ("EXTRAVERSION =\n", "EXTRAVERSION = -rc3\n"),
     )
-    git(repo, "init", "-q")
-    git(repo, "add", "-A", "-f")  # Debian's tree ignores everything in its .gitignore
-    git(repo, "commit", "-q", "-m", "Linux 6.2-rc3")
-    git(repo, "tag", "-a", "v6.2-rc3", "-m", "Linux 6.2-rc3")
     rewrite(repo / "drivers/xen/Kconfig", ('menu "Xen driver support"\n', 'menu "Xen drivers"\n'))
     git(repo, "commit", "-q", "-am", "xen: shorter menu title")
     git(repo, "commit", "-q", "--allow-empty", "-m", "nothing")

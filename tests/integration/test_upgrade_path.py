@@ -12,8 +12,6 @@ real scriptlets in the root.
 from __future__ import annotations
 
 import dataclasses
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -22,57 +20,12 @@ from kxen.build import spec
 from kxen.upstream.origin import ORIGIN_KERNEL_ORG, Upstream
 from kxen.versions import UpstreamVersion
 
+from ..rpmroots import Root, StandIns, rpmbuild, stand_ins
 from ..support import make_checkout
 from ..unit.conftest import kernel_makefile, write_tarball
 from .conftest import SmokeBuild
 
 pytestmark = pytest.mark.slow
-MACHINE_ID = "0123456789abcdef0123456789abcdef"
-BUSYBOX_APPLETS = ("sh", "cat", "mkdir", "printf", "rm", "test", "[")
-
-KERNEL_INSTALL = """#!/bin/sh
-# Stand-in for systemd's kernel-install: `add VERSION IMAGE` writes a Boot Loader
-# Specification (type 1) entry, `remove VERSION` deletes it.
-set -e
-entry=/boot/loader/entries/$(cat /etc/machine-id)-$2.conf
-case "$1" in
-  add)
-    [ -f "$3" ] || { echo "kernel-install: $3: no such file" >&2; exit 1; }
-    mkdir -p /boot/loader/entries
-    printf 'title Linux %s\\nversion %s\\nlinux /vmlinuz-%s\\n' "$2" "$2" "$2" > "$entry" ;;
-  remove)
-    rm -f "$entry" ;;
-  *)
-    exit 1 ;;
-esac
-"""
-
-BASE_SPEC = """
-%global debug_package %{nil}
-%global __os_install_post %{nil}
-Name: base-standin
-Version: 1
-Release: 1
-Summary: busybox as /bin/sh, a machine id and a kernel-install stand-in
-License: GPL-2.0-only
-
-%description
-The minimum a root needs for kernel packages' scriptlets.
-
-%install
-install -d %{buildroot}/bin %{buildroot}/usr/bin %{buildroot}/etc %{buildroot}/boot
-install -m 0755 %{inputs}/busybox %{buildroot}/bin/busybox
-for applet in %{applets}; do ln -s busybox "%{buildroot}/bin/$applet"; done
-install -m 0755 %{inputs}/kernel-install %{buildroot}/usr/bin/kernel-install
-echo %{machine_id} > %{buildroot}/etc/machine-id
-
-%files
-/bin/*
-/usr/bin/kernel-install
-/etc/machine-id
-%dir /boot
-"""
-
 # The bare-metal kernel as Fedora lays it out for this spec's era: /boot files named by
 # `uname -r` (no variant suffix), modules under /lib/modules, installonly, kernel-install.
 KERNEL_SPEC = """
@@ -109,26 +62,6 @@ touch %{buildroot}/lib/modules/%{uname}/modules.dep
 /lib/modules/%{uname}
 """
 
-XEN_HYPERVISOR_SPEC = """
-%global debug_package %{nil}
-Name: xen-hypervisor
-Version: 4.17.5
-Release: 1
-Summary: Stand-in for Fedora's Xen hypervisor package: what makes a host a dom0 host
-License: GPL-2.0-only
-BuildArch: noarch
-
-%description
-The hypervisor image a dom0 host boots.
-
-%install
-install -d %{buildroot}/boot
-echo xen > %{buildroot}/boot/xen-4.17.5.gz
-
-%files
-/boot/xen-4.17.5.gz
-"""
-
 # What the spec asks of kbuild, done in a blink: kernelversion/olddefconfig for %prep,
 # bzImage/modules for %build, modules_install for %install.
 FAKE_KBUILD_TARGETS = """
@@ -153,49 +86,19 @@ TINY_UPSTREAM = Upstream(
 )
 
 
-def rpmbuild(spec_path: Path, topdir: Path, *defines: tuple[str, str]) -> list[Path]:
-    argv = ["rpmbuild", "-bb", "--nodeps", "--target", "x86_64", "--define", f"_topdir {topdir}"]
-    argv += ["--define", "dist %{nil}"]
-    for name, value in defines:
-        argv += ["--define", f"{name} {value}"]
-    result = subprocess.run([*argv, str(spec_path)], capture_output=True, text=True, check=False)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return sorted(topdir.glob("RPMS/*/*.rpm"))
-
-
 @dataclasses.dataclass(frozen=True)
-class Packages:
-    work: Path
-    inputs: Path
+class Packages(StandIns):
     base: Path
     xen_hypervisor: Path
     tiny_kernel_xen: dict[int, Path]  # release -> kernel-xen RPM from the real spec
-
-    def build(self, name: str, text: str, *defines: tuple[str, str]) -> list[Path]:
-        spec_path = self.work / f"{name}.spec"
-        spec_path.write_text(text)
-        return rpmbuild(spec_path, self.work / name, ("inputs", str(self.inputs)), *defines)
 
 
 @pytest.fixture(scope="module")
 def packages(tmp_path_factory: pytest.TempPathFactory) -> Packages:
     work = tmp_path_factory.mktemp("upgrade-packages")
-    inputs = work / "inputs"
-    inputs.mkdir()
-    busybox = shutil.which("busybox")
-    assert busybox, "run tools/setup-host: it installs busybox-static"
-    shutil.copy(busybox, inputs / "busybox")
-    (inputs / "kernel-install").write_text(KERNEL_INSTALL)
-    made = Packages(work, inputs, Path(), Path(), {})
-    (base,) = made.build(
-        "base",
-        BASE_SPEC,
-        ("applets", " ".join(f"'{a}'" for a in BUSYBOX_APPLETS)),
-        ("machine_id", MACHINE_ID),
-    )
-    (xen_hypervisor,) = made.build("xen-hypervisor", XEN_HYPERVISOR_SPEC)
+    made = stand_ins(work)
     tiny = {n: _tiny_kernel_xen(work / f"kernel-xen-{n}", n) for n in (1, 2)}
-    return dataclasses.replace(made, base=base, xen_hypervisor=xen_hypervisor, tiny_kernel_xen=tiny)
+    return Packages(made.work, made.inputs, made.build_base(), made.build_xen_hypervisor(), tiny)
 
 
 def _tiny_kernel_xen(work: Path, release: int) -> Path:
@@ -232,34 +135,6 @@ def _tiny_kernel_xen(work: Path, release: int) -> Path:
     built = rpmbuild(spec_path, topdir)
     (main,) = [p for p in built if p.name.startswith(f"kernel-xen-6.1.0-{release}.")]
     return main
-
-
-class Root:
-    """A scratch rpm root with its own database."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        subprocess.run(["rpm", "--root", str(path), "--initdb"], check=True)
-
-    def rpm(self, *args: str | Path, check: bool = True) -> subprocess.CompletedProcess[str]:
-        argv = ["rpm", "--root", str(self.path), *map(str, args)]
-        result = subprocess.run(argv, capture_output=True, text=True, check=False)
-        if check:
-            assert result.returncode == 0, f"{argv}: {result.stderr}"
-        return result
-
-    def installed(self, name: str) -> list[str]:
-        result = self.rpm("-q", "--qf", "%{NAME}-%{VERSION}-%{RELEASE}\\n", name, check=False)
-        return sorted(result.stdout.split()) if result.returncode == 0 else []
-
-    def entries(self) -> dict[str, str]:
-        """Boot entries by kernel version (the `version` line of each BLS entry)."""
-        found = {}
-        for entry in sorted((self.path / "boot/loader/entries").glob("*.conf")):
-            fields = dict(line.split(" ", 1) for line in entry.read_text().splitlines())
-            assert (self.path / "boot" / fields["linux"].lstrip("/")).is_file(), entry
-            found[fields["version"]] = entry.name
-        return found
 
 
 @pytest.fixture
