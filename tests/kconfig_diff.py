@@ -1,15 +1,17 @@
 """Differential testing of kxen's Kconfig model against the tree's own scripts/kconfig.
 
 For a start config and an arch, the kernel side runs `kconfig_oracle.c` (conf.c itself,
-built against the tree's scripts/kconfig: `olddefconfig`'s written file, `listnewconfig`'s
-list, and every symbol's visibility and computed value) and the model side runs
-`KconfigModel.resolve()`, `new_symbols()` and `states()` on the same start config. Every
-difference is reported per symbol, with the model's own account of the symbol (its
-dependencies, selects and implies with their current values) as the reason to look at.
+built against the tree's scripts/kconfig: the file `olddefconfig` or `allnoconfig
+KCONFIG_ALLCONFIG=` writes, `listnewconfig`'s list, and every symbol's visibility, computed
+value and select/imply strength) and the model side runs `KconfigModel.resolve()`,
+`new_symbols()`, `states()` and `explain()` on the same start config. Every difference is
+reported per symbol, with the model's own account of the symbol (its user value,
+dependencies, active selects and implies) as the reason to look at.
 
-The corpus (`corpus()`) is what the README's claim "equal to `make olddefconfig`" rests
-on: Debian's real 6.1 configs, `randconfig` with fixed seeds (thinned so that defaults
-and the "new" list are exercised too) and the all*/def configs, for every arch.
+The corpus is what the README's claim "equal to `make olddefconfig`" rests on:
+`debian_starts()` (Debian's real 6.1 configs), `generated_starts()` (`randconfig` with
+fixed seeds, thinned so that defaults and the "new" list are exercised too, and the
+all*/def configs) and `allnoconfig_starts()`, for every arch.
 """
 
 from __future__ import annotations
@@ -46,19 +48,23 @@ ALL_TARGETS = ("allnoconfig", "allyesconfig", "allmodconfig", "alldefconfig")
 THINNING = 0.25
 """Share of a generated config's lines dropped, so that olddefconfig has defaults to give
 and listnewconfig has symbols to list (a full randconfig output has neither)."""
+ALLCONFIG_SHARE = 0.1
+"""Share of a randconfig kept as an allnoconfig fragment."""
 
 
 @dataclass(frozen=True)
 class Start:
-    """One start config (the .config `olddefconfig` reads) for one arch."""
+    """One start config for one arch: what olddefconfig or allnoconfig reads."""
 
     arch: str
     name: str
     text: str
+    base: str = "olddefconfig"
+    """olddefconfig: `text` is the .config; allnoconfig: it is KCONFIG_ALLCONFIG."""
 
     @property
     def label(self) -> str:
-        return f"{self.arch}:{self.name}"
+        return f"{self.arch}:{self.name}" + ("" if self.base == "olddefconfig" else f":{self.base}")
 
 
 @dataclass(frozen=True)
@@ -154,7 +160,8 @@ class KernelKconfig:
         jobs = []
         for index, start in enumerate(starts):
             (work / f"{index}.start").write_text(start.text)
-            jobs.append(f"check {index}.start {index}.out\n")
+            kind = "check" if start.base == "olddefconfig" else start.base
+            jobs.append(f"{kind} {index}.start {index}.out\n")
         reports = self._jobs(jobs, work)
         return [
             _oracle_outcome(report, (work / f"{index}.out").read_text())
@@ -235,10 +242,10 @@ def _sorted(items: Iterable[tuple[str, Value]]) -> list[tuple[str, Value]]:
 def model_outcome(model: KconfigModel, start: Start, targets: Iterable[str]) -> Outcome:
     """The model's outcome; `forced` for `targets` (see `reverse_targets()`)."""
     requested = fragments.parse_config_values(start.text)
-    values = model.resolve(requested, "olddefconfig")
+    values = model.resolve(requested, start.base)
     return Outcome(
         values=values,
-        new=model.new_symbols(requested),
+        new=model.new_symbols(requested) if start.base == "olddefconfig" else [],
         states=model.states(),
         forced={symbol: _explained_forces(model, symbol) for symbol in targets},
     )
@@ -288,7 +295,7 @@ def compare(model: KconfigModel, start: Start, mine: Outcome, theirs: Outcome) -
         )
     if not found:
         return []
-    model.resolve(fragments.parse_config_values(start.text), "olddefconfig")
+    model.resolve(fragments.parse_config_values(start.text), start.base)
     return [
         Difference(start.label, symbol, aspect, ours, kernels, _reason(model, symbol))
         for symbol, aspect, ours, kernels in found
@@ -344,11 +351,24 @@ def debian_starts(arch: str) -> list[Start]:
     ]
 
 
-def thinned(text: str, seed: int) -> str:
-    """`text` without a seeded random share of its lines."""
+def thinned(text: str, seed: int, drop: float = THINNING) -> str:
+    """`text` without a seeded random share `drop` of its lines."""
     chooser = random.Random(seed)
     lines = text.splitlines(keepends=True)
-    return "".join(line for line in lines if chooser.random() >= THINNING)
+    return "".join(line for line in lines if chooser.random() >= drop)
+
+
+def allnoconfig_starts(starts: Iterable[Start], every: int = 5) -> list[Start]:
+    """`allnoconfig` starts (KCONFIG_ALLCONFIG, how the smoke flavour resolves): every
+    Debian config whole, and a seeded tenth of every `every`th randconfig, a fragment."""
+    result = []
+    for index, start in enumerate(starts):
+        if start.name.startswith("debian:"):
+            result.append(Start(start.arch, start.name, start.text, "allnoconfig"))
+        elif start.name.startswith("randconfig:") and index % every == 0:
+            text = thinned(start.text, index, drop=1 - ALLCONFIG_SHARE)
+            result.append(Start(start.arch, start.name, text, "allnoconfig"))
+    return result
 
 
 def generated_starts(kernel: KernelKconfig, work: Path, seeds: Iterable[int]) -> list[Start]:

@@ -17,6 +17,8 @@
  *                        n/m/y; SELECTED and IMPLIED are what its `select`s and `imply`s
  *                        force now (n/m/y, m raised to y for a bool as symbol.c does), or
  *                        "-" when nothing selects or implies it.
+ *   allnoconfig START OUT    the same for `conf --allnoconfig` with KCONFIG_ALLCONFIG=START
+ *                        (no listnewconfig lines)
  *   generate MODE OUT [ARG]   write OUT as `conf --MODE` does (allnoconfig, allyesconfig,
  *                        allmodconfig, alldefconfig, randconfig with KCONFIG_SEED=ARG,
  *                        defconfig from the file ARG).
@@ -66,6 +68,21 @@ static int check(const char *start, const char *out)
 	return 0;
 }
 
+/* conf's main() for --allnoconfig with KCONFIG_ALLCONFIG=start */
+static int allnoconfig_from(const char *start, const char *out)
+{
+	if (conf_read_simple(start, S_DEF_USER) || conf_errors())
+		return 1;
+	conf_set_all_new_symbols(def_no);
+	if (sym_dep_errors())
+		return 1;
+	printf("--\n");
+	if (conf_write(out))
+		return 1;
+	print_symbols();
+	return 0;
+}
+
 /* conf's main() for the generating modes, without KCONFIG_ALLCONFIG */
 static int generate(const char *mode, const char *out, const char *arg)
 {
@@ -99,6 +116,8 @@ static int run_job(char *line)
 
 	if (kind && a && b && !strcmp(kind, "check"))
 		return check(a, b);
+	if (kind && a && b && !strcmp(kind, "allnoconfig"))
+		return allnoconfig_from(a, b);
 	if (kind && a && b && !strcmp(kind, "generate"))
 		return generate(a, b, c ? c : "");
 	return 1;

@@ -22,7 +22,7 @@ from kxen.config.model import KconfigModel
 
 from .. import kconfig_diff as diff
 from ..unit.test_kconfig import KCONFIG, make_tree
-from ..unit.test_kconfig_imply import IMPLY_KCONFIG
+from ..unit.test_kconfig_semantics import SEMANTICS_KCONFIG
 
 pytestmark = pytest.mark.slow
 
@@ -48,7 +48,7 @@ def _starts(kernels: dict[str, diff.KernelKconfig], work: Path, seeds: range) ->
     for arch, kernel in kernels.items():
         starts += diff.debian_starts(arch)
         starts += diff.generated_starts(kernel, work / "generated", seeds)
-    return starts
+    return starts + diff.allnoconfig_starts(starts)
 
 
 def test_oracle_is_the_kernels_conf(kernels, tmp_path):
@@ -73,6 +73,7 @@ def test_model_equals_kconfig_on_the_corpus(kernels, models, tmp_path):
     starts = _starts(kernels, tmp_path, SEEDS)
     assert len(starts) >= len(ARCHES) * (len(SEEDS) + len(diff.ALL_TARGETS) + 1)
     assert any(s.name.startswith("debian:") for s in starts)
+    assert any(s.base == "allnoconfig" for s in starts)
     report = diff.run(starts, kernels, models, tmp_path)
     print(
         f"\n{report.configs} configs, {report.symbols_compared} symbols x configs compared "
@@ -96,13 +97,15 @@ def test_the_differential_catches_kconfiglibs_old_imply(kernels, models, tmp_pat
     ("kconfig_text", "requests"),
     [
         (
-            IMPLY_KCONFIG,
+            SEMANTICS_KCONFIG,
             [
                 {"MODULES": "y", "FS": "y", "CIPHER": "m"},
                 {"MODULES": "y", "FS": "y", "MOD_DEP": "m"},
                 {"MODULES": "y", "MOD_DEP": "m", "BOOL_IN_M_MENU": "y", "CIPHER": "n"},
                 {"MODULES": "y", "MOD_DEP": "m", "BOOL_IN_M_MENU": "y", "STRONG": "y"},
                 {"MODULES": "y", "FS": "m"},
+                {"NR_CPUS": "128"},
+                {"NR_CPUS": "1", "FS": "y"},
             ],
         ),
         (
@@ -115,11 +118,11 @@ def test_the_differential_catches_kconfiglibs_old_imply(kernels, models, tmp_pat
             ],
         ),
     ],
-    ids=["imply", "unit-tree"],
+    ids=["semantics", "unit-tree"],
 )
 def test_tiny_trees_equal_kconfig(kconfig_text, requests, kernels, tmp_path):
-    """The unit tests' synthetic trees, through the same harness: their expectations are
-    what 6.1's conf does."""
+    """The unit tests' synthetic trees, through the same harness (olddefconfig and
+    allnoconfig): their expectations are what 6.1's conf does."""
     tree = make_tree(tmp_path / "linux")
     (tree / "Kconfig").write_text(kconfig_text)
     for arch in ARCHES:
@@ -129,9 +132,12 @@ def test_tiny_trees_equal_kconfig(kconfig_text, requests, kernels, tmp_path):
                 arch,
                 f"request {i}",
                 "".join(f"{fragments.format_setting(s, v)}\n" for s, v in request.items()),
+                base,
             )
             for i, request in enumerate(requests)
+            for base in ("olddefconfig", "allnoconfig")
         ]
         report = diff.run(starts, {arch: tiny}, {arch: kconfig.load(tree, arch)}, tmp_path / arch)
+        assert report.configs == len(starts) and report.symbols_compared > 5 * len(starts)
         # $(shell,pwd) differs by design: the model runs commands in a scratch directory
         assert [d.describe() for d in report.differences if d.symbol != "SHELL_DIR"] == []

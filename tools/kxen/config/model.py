@@ -2,7 +2,12 @@
 `make olddefconfig` / `allnoconfig KCONFIG_ALLCONFIG=`), and why a symbol has its value:
 the unmet `depends on` with the value of each symbol in it, the symbol that `select`s
 or `imply`s it, the choice that excludes it, and where it is defined. `kxen.config.kconfig`
-loads it from a real tree."""
+loads it from a real tree.
+
+Values follow 6.1's scripts/kconfig/symbol.c where Kconfiglib 14.1.0 follows older rules
+(`imply`, selects of choice members). tests/integration/test_kconfig_differential.py
+compares every symbol's value, visibility, "new" status and select/imply strength with the
+tree's own conf on Debian's configs, seeded randconfigs and the all*configs of each arch."""
 
 from __future__ import annotations
 
@@ -355,6 +360,7 @@ class KconfigModel:
                     if sym.orig_type in (kconfiglib.BOOL, kconfiglib.TRISTATE):
                         sym.set_value(0)
                 kconf.load_config(str(path), replace=False)
+                _clamp_user_values(kconf)
             else:
                 kconf.load_config(str(path), replace=True)
         self._last = (requested, base)
@@ -619,6 +625,43 @@ class KconfigModel:
 
 
 # --- helpers ----------------------------------------------------------------
+
+
+def _clamp_user_values(kconf: Any) -> None:
+    """allnoconfig reads KCONFIG_ALLCONFIG with conf_read_simple(), which keeps an int/hex
+    user value outside its active range; symbol.c:sym_validate_range() then clamps it to
+    the bound it crosses. (olddefconfig's conf_read() drops such a value for the default,
+    as Kconfiglib does.) A clamped value can move another symbol's range: repeat."""
+    for _ in range(len(kconf.unique_defined_syms)):
+        clamped = [
+            (sym, bound)
+            for sym in kconf.unique_defined_syms
+            if sym.orig_type in (kconfiglib.INT, kconfiglib.HEX)
+            and sym.user_value
+            and sym.visibility
+            and (bound := _crossed_bound(sym)) is not None
+        ]
+        if not clamped:
+            return
+        for sym, bound in clamped:
+            sym.set_value(bound)
+
+
+def _crossed_bound(sym: Any) -> str | None:
+    """The active range's bound the user value lies beyond, as the bound spells it."""
+    base = 10 if sym.orig_type == kconfiglib.INT else 16
+    value = _number(cast(str, sym.user_value), base)
+    for low, high, cond in sym.ranges:
+        if not kconfiglib.expr_value(cond):
+            continue
+        if value is None:
+            return None
+        if value < (_number(low.str_value, base) or 0):
+            return cast(str, low.str_value)
+        if value > (_number(high.str_value, base) or 0):
+            return cast(str, high.str_value)
+        return None
+    return None
 
 
 def _number(text: str, base: int) -> int | None:

@@ -1,10 +1,8 @@
-"""The model's `imply` and `select` semantics are 6.1's scripts/kconfig/symbol.c, not
+"""The model's `imply`, `select` and `range` semantics are 6.1's scripts/kconfig, not
 Kconfiglib 14.1.0's older rules (tests/integration/test_kconfig_differential.py checks the
 same against the kernel's own conf on the real tree)."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import pytest
 from kxen.config import kconfig
@@ -12,7 +10,7 @@ from kxen.config.model import KconfigModel
 
 from .test_kconfig import make_tree
 
-IMPLY_KCONFIG = """\
+SEMANTICS_KCONFIG = """\
 config MODULES
 	bool "Enable loadable module support"
 	modules
@@ -52,6 +50,11 @@ config BOOL_IN_M_MENU
 	select CIPHER
 
 endmenu
+
+config NR_CPUS
+	int "Maximum number of CPUs"
+	range 2 64
+	default 8
 """
 """Also resolved by 6.1's own conf in tests/integration/test_kconfig.py."""
 
@@ -59,7 +62,7 @@ endmenu
 @pytest.fixture(scope="module")
 def model(tmp_path_factory: pytest.TempPathFactory) -> KconfigModel:
     tree = make_tree(tmp_path_factory.mktemp("imply-tree") / "linux")
-    (tree / "Kconfig").write_text(IMPLY_KCONFIG)
+    (tree / "Kconfig").write_text(SEMANTICS_KCONFIG)
     return kconfig.load(tree, "x86_64")
 
 
@@ -124,10 +127,19 @@ def test_a_reason_names_only_the_selects_that_force_y(model: KconfigModel) -> No
     assert reason.detail == "selected by STRONG (=y)"
 
 
-def test_states_give_visibility_and_computed_values(model: KconfigModel, tmp_path: Path) -> None:
+def test_states_give_visibility_and_computed_values(model: KconfigModel) -> None:
     model.resolve({"MODULES": "y", "MOD_DEP": "m", "BOOL_IN_M_MENU": "y"}, "olddefconfig")
     states = model.states()
     assert states["BOOL_IN_M_MENU"] == ("y", "y")  # a bool's m visibility counts as y
     assert states["MOD_HELPER"] == ("m", "n")
     assert states["OFF_HELPER"] == ("n", "n")
     assert model.user_value("MOD_DEP") == "m" and model.user_value("FS") is None
+
+
+def test_out_of_range_user_value(model: KconfigModel) -> None:
+    """olddefconfig (conf_read) drops it for the default; allnoconfig with
+    KCONFIG_ALLCONFIG (conf_read_simple) keeps it, clamped to the bound it crosses."""
+    assert model.resolve({"NR_CPUS": "128"}, "olddefconfig")["NR_CPUS"] == "8"
+    assert model.resolve({"NR_CPUS": "128"}, "allnoconfig")["NR_CPUS"] == "64"
+    assert model.resolve({"NR_CPUS": "1"}, "allnoconfig")["NR_CPUS"] == "2"
+    assert model.resolve({"NR_CPUS": "16"}, "allnoconfig")["NR_CPUS"] == "16"
