@@ -5,9 +5,10 @@ or `imply`s it, the choice that excludes it, and where it is defined. `kxen.conf
 loads it from a real tree.
 
 Values follow 6.1's scripts/kconfig/symbol.c where Kconfiglib 14.1.0 follows older rules
-(`imply`, selects of choice members). tests/integration/test_kconfig_differential.py
-compares every symbol's value, visibility, "new" status and select/imply strength with the
-tree's own conf on Debian's configs, seeded randconfigs and the all*configs of each arch."""
+(`imply`, selects of choice members, out-of-range ints in allnoconfig).
+tests/integration/test_kconfig_differential.py compares every symbol's value, visibility,
+"new" status and select/imply strength with the tree's own conf on Debian's configs,
+seeded randconfigs, the all*configs and allnoconfig fragments of each arch."""
 
 from __future__ import annotations
 
