@@ -17,6 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kxen.support.runner import SubprocessRunner
+from kxen.upstream import origin
+from kxen.upstream import tree as upstream_tree
 
 from ..support import REPO
 
@@ -33,6 +36,13 @@ def linux_tarball() -> Path:
 @pytest.fixture(scope="session")
 def kxen_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("kxen-cache")
+
+
+@pytest.fixture(scope="session")
+def linux_tree(linux_tarball: Path, kxen_cache: Path) -> Path:
+    """The prepared 6.1 tree, as kxen extracts it (once per session, never written)."""
+    up = origin.from_tarball(linux_tarball, kxen_cache)
+    return upstream_tree.prepared_tree(up, kxen_cache, SubprocessRunner())
 
 
 def kxen_command(

@@ -35,8 +35,9 @@ RESOLVE_MODES = {"olddefconfig": "olddefconfig", "allnoconfig": "allnoconfig"}
 CPUS = os.cpu_count() or 1
 
 _SET_RE = re.compile(
-    r'^CONFIG_([A-Za-z0-9_]+)=(y|m|n|-?[0-9]+|0[xX][0-9a-fA-F]+|"(?:[^"\\]|\\.)*")$'
+    r'^CONFIG_([A-Za-z0-9_]+)=(y|m|n|-?[0-9]+|(?:0[xX])?[0-9a-fA-F]+|"(?:[^"\\]|\\.)*")$'
 )
+"""Hex values may lack the 0x: conf writes a hex default such as `34c` as it is spelled."""
 _UNSET_RE = re.compile(r"^# CONFIG_([A-Za-z0-9_]+) is not set$")
 _UNSET_START = "# CONFIG_"
 """A comment starting so must be exactly an unset line: `# CONFIG_X is not set # x` is not."""

@@ -6,7 +6,8 @@ files with Kconfiglib 14.1.0 so that kxen can say *why* a requested value did
 not survive: the unmet `depends on` with the value of each symbol in it, the
 symbol that `select`s it, the choice that excludes it, and where it is defined.
 Its `resolve()` reproduces `make olddefconfig` / `make allnoconfig
-KCONFIG_ALLCONFIG=` exactly (the integration tests compare every symbol).
+KCONFIG_ALLCONFIG=` exactly (the integration tests compare every symbol, and a
+differential test a corpus of configs; `kxen.config.model` holds the semantics).
 
 Reading the tree faithfully takes two things Kconfiglib does not do itself:
 

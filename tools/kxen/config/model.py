@@ -2,13 +2,19 @@
 `make olddefconfig` / `allnoconfig KCONFIG_ALLCONFIG=`), and why a symbol has its value:
 the unmet `depends on` with the value of each symbol in it, the symbol that `select`s
 or `imply`s it, the choice that excludes it, and where it is defined. `kxen.config.kconfig`
-loads it from a real tree."""
+loads it from a real tree.
+
+Values follow 6.1's scripts/kconfig/symbol.c where Kconfiglib 14.1.0 follows older rules
+(`imply`, selects of choice members, out-of-range ints in allnoconfig).
+tests/integration/test_kconfig_differential.py compares every symbol's value, visibility,
+"new" status and select/imply strength with the tree's own conf on Debian's configs,
+seeded randconfigs, the all*configs and allnoconfig fragments of each arch."""
 
 from __future__ import annotations
 
 import re
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -48,6 +54,7 @@ _TYPE_NAMES: dict[int, SymbolType] = {
     kconfiglib.STRING: "string",
 }
 _TRI = {None: 0, "n": 0, "m": 1, "y": 2}
+_TRI_VALUES: dict[int, Value] = {0: None, 1: "m", 2: "y"}
 # Operator precedence for printing expressions like the C tools do: a
 # sub-expression is parenthesised only when it binds less tightly than its parent.
 _OR, _AND, _NOT, _RELATION, _ATOM = 1, 2, 3, 4, 5
@@ -74,6 +81,67 @@ class IgnoredAttribute:
         return f"{self.file}:{self.line}"
 
 
+# --- Kconfig 6.1 semantics ---------------------------------------------------
+
+
+def _sym_calc_tri(sym: Any) -> int:
+    """A bool/tristate symbol's value as 6.1's scripts/kconfig/symbol.c:sym_calc_value()
+    computes it, where Kconfiglib 14.1.0 keeps older `imply` rules that 6.1 dropped:
+
+    * a visible symbol with a user value takes it (capped by visibility, raised by
+      `select`); an `imply` does not touch it. Kconfiglib raised a user `m` to `y`
+      whenever a `y` symbol implied it: `EXT4_FS=y` turned Debian's `CRYPTO_XTS=m` into y.
+    * otherwise an active `imply` raises the default, capped by the symbol's own
+      `depends on` (an `imply` from a y symbol on one that depends on an m symbol gives m,
+      where Kconfiglib gave y), and the symbol is written even when that cap is n.
+
+    It sets `_write_to_conf` like symbol.c's SYMBOL_WRITE, so `config_string` is conf's.
+    Choice members keep Kconfiglib's rules (its choice handling is conf's).
+    """
+    if sym._cached_tri_val is not None:
+        return cast(int, sym._cached_tri_val)
+    if sym.orig_type not in (kconfiglib.BOOL, kconfiglib.TRISTATE) or sym.choice:
+        return _KCONFIGLIB_TRI_VALUE(sym)
+    visibility = cast(int, sym.visibility)
+    sym._write_to_conf = visibility != 0
+    if visibility and sym.user_value is not None:
+        value = min(cast(int, sym.user_value), visibility)
+    else:
+        value = _default_or_implied(sym)
+    selected = cast(int, kconfiglib.expr_value(sym.rev_dep))
+    if selected:
+        value = max(value, selected)
+        sym._write_to_conf = True
+    if value == 1 and sym.type is kconfiglib.BOOL:
+        value = 2
+    sym._cached_tri_val = value
+    return value
+
+
+def _default_or_implied(sym: Any) -> int:
+    """The first active `default`, raised by active `imply`s up to the `depends on`."""
+    value = 0
+    for default, condition in sym.defaults:
+        active = cast(int, kconfiglib.expr_value(condition))
+        if active:
+            value = min(cast(int, kconfiglib.expr_value(default)), active)
+            if value:
+                sym._write_to_conf = True
+            break
+    implied = cast(int, kconfiglib.expr_value(sym.weak_rev_dep))
+    if implied:
+        sym._write_to_conf = True
+        value = min(max(value, implied), cast(int, kconfiglib.expr_value(sym.direct_dep)))
+    return value
+
+
+_KCONFIGLIB_TRI_VALUE_PROPERTY = cast(property, kconfiglib.Symbol.__dict__["tri_value"])
+_KCONFIGLIB_TRI_VALUE = cast(Callable[[Any], int], _KCONFIGLIB_TRI_VALUE_PROPERTY.fget)
+kconfiglib.Symbol.tri_value = property(_sym_calc_tri, doc=_KCONFIGLIB_TRI_VALUE_PROPERTY.__doc__)
+"""Kconfiglib is a single module with no hook for a symbol's value: its property is
+replaced at import, for every Kconfig object (kxen's models are its only users)."""
+
+
 # --- results ----------------------------------------------------------------
 
 
@@ -87,10 +155,17 @@ class Selector:
     """The select's own `if` condition with current values; None when unconditional."""
     active: bool
     """Whether it takes effect now (the symbol and its condition are not n)."""
+    forces: Value = None
+    """What it forces now: the lower of the symbol's value and the condition's (with the
+    selector's dependencies). A bool y under an `m` menu forces only m."""
 
     def describe(self) -> str:
         text = f"{self.symbol} (={_show_tri(self.value)})"
-        return f"{text} if {self.condition}" if self.condition else text
+        if self.condition:
+            text += f" if {self.condition}"
+        if self.active and self.forces != self.value:
+            text += f", forcing {_show_tri(self.forces)}"
+        return text
 
 
 @dataclass(frozen=True)
@@ -286,6 +361,7 @@ class KconfigModel:
                     if sym.orig_type in (kconfiglib.BOOL, kconfiglib.TRISTATE):
                         sym.set_value(0)
                 kconf.load_config(str(path), replace=False)
+                _clamp_user_values(kconf)
             else:
                 kconf.load_config(str(path), replace=True)
         self._last = (requested, base)
@@ -302,13 +378,33 @@ class KconfigModel:
     def value(self, symbol: str) -> Value:
         return _config_value(_config_line(self._require(symbol)))
 
+    def states(self) -> dict[str, tuple[str, str]]:
+        """Every symbol's visibility (n/m/y: how far its prompt lets a value in) and
+        computed value, unquoted, as the last resolve() left them: what kconfig holds
+        for symbols .config does not show, for comparing the model with it."""
+        return {
+            sym.name: (kconfiglib.TRI_TO_STR[sym.visibility], cast(str, sym.str_value))
+            for sym in self._kconf.unique_defined_syms
+            if sym.orig_type in _TYPE_NAMES
+        }
+
+    def user_value(self, symbol: str) -> Value:
+        """The value the last resolve() read for the symbol (None: not in the request)."""
+        sym = self._require(symbol)
+        if sym.user_value is None:
+            return None
+        if sym.orig_type in (kconfiglib.BOOL, kconfiglib.TRISTATE):
+            return _show_tri(_TRI_VALUES[cast(int, sym.user_value)])
+        return _spell(sym.orig_type, sym.user_value)
+
     def new_symbols(self, requested: Mapping[str, Value]) -> list[tuple[str, Value]]:
         """What `make listnewconfig` prints with `requested` as .config: symbols with a
         visible, changeable prompt that `requested` does not set, with the value
         olddefconfig gives them; sorted by name (LC_ALL=C). The state of the last
         resolve() is kept."""
         previous = self._last
-        self._apply(dict(requested), "olddefconfig")
+        if previous != (requested, "olddefconfig"):
+            self._apply(dict(requested), "olddefconfig")
         found: dict[str, Value] = {}
         try:
             self._check_conf(self._kconf.top_node, found)
@@ -355,8 +451,8 @@ class KconfigModel:
             definitions=_definitions(sym),
             value=_config_value(_config_line(sym)),
             depends=_depends_text(sym.direct_dep),
-            selected_by=self._selectors(self._index.selects.get(sym.name, [])),
-            implied_by=self._selectors(self._index.implies.get(sym.name, [])),
+            selected_by=self._selectors(sym, self._index.selects),
+            implied_by=self._selectors(sym, self._index.implies),
             help=help_text,
             choice=choice,
             choice_selection=selection,
@@ -371,18 +467,23 @@ class KconfigModel:
             settable=bool(sym.visibility),
         )
 
-    def _selectors(self, entries: list[_Select]) -> tuple[Selector, ...]:
+    def _selectors(self, target: Any, index: dict[str, list[_Select]]) -> tuple[Selector, ...]:
+        """The selects (or implies) of `target` with what each forces now. A choice member
+        takes its value from the choice alone: symbol.c never applies a select or imply to
+        it, so none is active (6.1 only warns about such selects)."""
         result = []
-        for entry in entries:
+        for entry in index.get(target.name, []):
             own = _own_condition(entry.node, entry.condition)
+            forces = 0
+            if target.choice is None:
+                forces = min(entry.selector.tri_value, kconfiglib.expr_value(entry.condition))
             result.append(
                 Selector(
                     symbol=entry.selector.name,
                     value=_tri_value(entry.selector),
                     condition=None if own is None else _expr(own),
-                    active=bool(
-                        min(entry.selector.tri_value, kconfiglib.expr_value(entry.condition))
-                    ),
+                    active=bool(forces),
+                    forces=_TRI_VALUES[forces],
                 )
             )
         return tuple(result)
@@ -453,11 +554,7 @@ class KconfigModel:
     ) -> Reason:
         """The symbol ended higher than wanted (e.g. y instead of n or m)."""
         need = _TRI[wanted]
-        forcing = [
-            s
-            for s in self._selectors(self._index.selects.get(sym.name, []))
-            if _TRI[s.value] > need and s.active
-        ]
+        forcing = [s for s in self._selectors(sym, self._index.selects) if _TRI[s.forces] > need]
         if forcing:
             names = ", ".join(s.describe() for s in forcing)
             return Reason(
@@ -531,6 +628,43 @@ class KconfigModel:
 # --- helpers ----------------------------------------------------------------
 
 
+def _clamp_user_values(kconf: Any) -> None:
+    """allnoconfig reads KCONFIG_ALLCONFIG with conf_read_simple(), which keeps an int/hex
+    user value outside its active range; symbol.c:sym_validate_range() then clamps it to
+    the bound it crosses. (olddefconfig's conf_read() drops such a value for the default,
+    as Kconfiglib does.) A clamped value can move another symbol's range: repeat."""
+    for _ in range(len(kconf.unique_defined_syms)):
+        clamped = [
+            (sym, bound)
+            for sym in kconf.unique_defined_syms
+            if sym.orig_type in (kconfiglib.INT, kconfiglib.HEX)
+            and sym.user_value
+            and sym.visibility
+            and (bound := _crossed_bound(sym)) is not None
+        ]
+        if not clamped:
+            return
+        for sym, bound in clamped:
+            sym.set_value(bound)
+
+
+def _crossed_bound(sym: Any) -> str | None:
+    """The active range's bound the user value lies beyond, as the bound spells it."""
+    base = 10 if sym.orig_type == kconfiglib.INT else 16
+    value = _number(cast(str, sym.user_value), base)
+    for low, high, cond in sym.ranges:
+        if not kconfiglib.expr_value(cond):
+            continue
+        if value is None:
+            return None
+        if value < (_number(low.str_value, base) or 0):
+            return cast(str, low.str_value)
+        if value > (_number(high.str_value, base) or 0):
+            return cast(str, high.str_value)
+        return None
+    return None
+
+
 def _number(text: str, base: int) -> int | None:
     try:
         return int(text, base)
@@ -539,21 +673,8 @@ def _number(text: str, base: int) -> int | None:
 
 
 def _config_line(sym: Any) -> str:
-    """The symbol's .config line as scripts/kconfig writes it ('' when not written).
-
-    Kconfiglib 14.1.0 writes an implied (`imply`) symbol only when its own
-    dependencies are met; conf (6.1 symbol.c:sym_calc_value) writes it whenever
-    the `imply` is active, as `# CONFIG_X is not set` when its dependencies are not.
-    """
-    line = cast(str, sym.config_string)
-    if (
-        not line
-        and sym.orig_type in (kconfiglib.BOOL, kconfiglib.TRISTATE)
-        and kconfiglib.expr_value(sym.weak_rev_dep)
-    ):
-        value = _tri_value(sym)
-        line = format_setting(sym.name, value) + "\n"
-    return line
+    """The symbol's .config line as scripts/kconfig writes it ('' when not written)."""
+    return cast(str, sym.config_string)
 
 
 def _config_value(line: str) -> Value:
@@ -573,7 +694,7 @@ def _spell(kind: int, value: object) -> Value:
 
 def _tri_value(sym: Any) -> Value:
     if sym.orig_type in (kconfiglib.BOOL, kconfiglib.TRISTATE):
-        return {0: None, 1: "m", 2: "y"}[cast(int, sym.tri_value)]
+        return _TRI_VALUES[cast(int, sym.tri_value)]
     value = cast(str, sym.str_value)
     return value or None
 
@@ -589,7 +710,11 @@ def _listed_value(sym: Any) -> Value:
 
 
 def _rev_dep_value(sym: Any) -> int:
-    """How far `select`s force the symbol (m counts as y for a bool, as in symbol.c)."""
+    """How far `select`s force the symbol (m counts as y for a bool, as in symbol.c).
+    Never for a choice member: symbol.c does not apply (or compute) its selects, so conf
+    lists a selected member without a user value as new."""
+    if sym.choice is not None:
+        return 0
     value = cast(int, kconfiglib.expr_value(sym.rev_dep))
     return 2 if value == 1 and sym.orig_type == kconfiglib.BOOL else value
 
