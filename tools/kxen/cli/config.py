@@ -92,6 +92,7 @@ def check(
     show_new: bool,
 ) -> None:
     """Report values that did not survive Kconfig, and why; new, unknown, redefined symbols."""
+    from kxen.config import check as configcheck
     from kxen.config import operations as config_ops
     from kxen.project import resolve_upstream
 
@@ -99,17 +100,14 @@ def check(
         targets = _targets(project, arches, flavours)
         up = resolve_upstream(project, local_tarball)
         report = config_ops.check_configs(project, up, targets)
-    lines = []
-    for target in report.targets:
-        found = [f for f in report.findings if f.target == target]
-        shown = [f for f in found if show_new or f.kind != "new"]
-        new = len(found) - len(shown)
-        summary = f", {new} new symbol(s) take their default (--show-new)" if new else ""
-        lines.append(f"{target.arch}/{target.flavour}: {len(shown)} finding(s){summary}")
-        lines += [f"  {finding.describe()}" for finding in shown]
-    lines += [
-        f"stale allow-list entry (line {e.line}): {e.kind} {e.symbol}" for e in report.stale_allow
-    ]
+    lines = _check_lines(report, show_new)
+    if any(f.kind == "malformed" for f in report.findings):
+        bad = {f.where for f in report.findings if f.kind in configcheck.INPUT_KINDS}
+        raise ConfigCheckBadInput(
+            f"config check: {len(bad)} fragment line(s) cannot be used",
+            details=lines,
+            payload=report.as_dict(),
+        )
     if not report.ok(strict):
         failing = report.failing()
         raise ConfigCheckFailed(
@@ -119,6 +117,32 @@ def check(
             payload=report.as_dict(),
         )
     emit(options, report.as_dict(), echo_lines(lines))
+
+
+def _check_lines(report: configcheck.CheckReport, show_new: bool) -> list[str]:
+    """A count per target, then every finding once, naming the targets it holds for."""
+    from kxen.config import check as configcheck
+
+    lines = []
+    for target in report.targets:
+        found = [f for f in report.findings if f.target == target]
+        shown = [f for f in found if show_new or f.kind != "new"]
+        new = len(found) - len(shown)
+        summary = f", {new} new symbol(s) take their default (--show-new)" if new else ""
+        lines.append(f"{target.arch}/{target.flavour}: {len(shown)} finding(s){summary}")
+    shown = [f for f in report.findings if show_new or f.kind != "new"]
+    everyone = len(report.targets)
+    for targets, finding in configcheck.grouped(shown):
+        names = "all targets" if len(targets) == everyone > 1 else _target_names(targets)
+        lines.append(f"  {finding.describe()}  [{names}]")
+    lines += [
+        f"stale allow-list entry (line {e.line}): {e.kind} {e.symbol}" for e in report.stale_allow
+    ]
+    return lines
+
+
+def _target_names(targets: tuple[configs.Target, ...]) -> str:
+    return ", ".join(f"{t.arch}/{t.flavour}" for t in targets)
 
 
 @command(config_group)
@@ -331,6 +355,14 @@ def _change_dict(change: configcheck.ValueChange) -> dict[str, Any]:
 
 
 class ConfigCheckFailed(ConfigError):
+    def __init__(self, message: str, details: list[str], payload: dict[str, Any]) -> None:
+        super().__init__(message, details=details)
+        self.payload = payload
+
+
+class ConfigCheckBadInput(InputError):
+    """A fragment line no .config can hold: exit 2, with the whole report."""
+
     def __init__(self, message: str, details: list[str], payload: dict[str, Any]) -> None:
         super().__init__(message, details=details)
         self.payload = payload

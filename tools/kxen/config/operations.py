@@ -35,6 +35,9 @@ def generate_configs(
     tree = prepared_tree(project, up, integrity.CONFIG_INPUTS)
     project.progress.phase("configs", ", ".join(f"{t.arch}/{t.flavour}" for t in targets))
     work = project.cache / "kconfig" / up.identity
+    problems = _unusable_lines(project.configs_dir, targets, tree)
+    if problems:
+        raise _explain_problems(project, up, targets, problems)
     try:
         resolved = configs.generate(
             project.configs_dir,
@@ -51,7 +54,7 @@ def generate_configs(
 
 
 def _explain_lost_values(
-    project: Project, up: origin.Upstream, targets: list[configs.Target], lost: ConfigError
+    project: Project, up: origin.Upstream, targets: list[configs.Target], lost: KxenError
 ) -> KxenError:
     """kconfig dropped requested values: say why, in Kconfig terms (only paid on failure).
 
@@ -61,10 +64,41 @@ def _explain_lost_values(
     failing = [f for f in report.findings if f.kind in configcheck.FAILING_KINDS]
     if not failing:
         return lost
-    details = [f"{f.target.arch}/{f.target.flavour}: {f.describe()}" for f in failing]
-    if any(f.kind in ("unknown", "invalid") for f in failing):
-        return InputError(f"{len(failing)} fragment value(s) cannot be used", details=details)
-    return ConfigError(f"{len(failing)} requested config value(s) did not survive", details=details)
+    groups = configcheck.grouped(failing)
+    details = [f"{_names(targets)}: {f.describe()}" for targets, f in groups]
+    if any(f.kind in configcheck.INPUT_KINDS for f in failing):
+        return InputError(f"{len(groups)} fragment value(s) cannot be used", details=details)
+    return ConfigError(f"{len(groups)} requested config value(s) did not survive", details=details)
+
+
+def _names(targets: tuple[configs.Target, ...]) -> str:
+    return ", ".join(f"{t.arch}/{t.flavour}" for t in targets)
+
+
+def _unusable_lines(
+    configs_dir: Path, targets: list[configs.Target], tree: Path
+) -> list[configs.Problem]:
+    """Every line of the targets' layers no .config can hold (cheap: no Kconfig needed)."""
+    flavours = configs.load_layers(configs_dir)
+    problems: list[configs.Problem] = []
+    for target in targets:
+        configs.merge(configs_dir, target, tree, flavours, problems)
+    return list(dict.fromkeys(problems))  # a shared layer's line once, not once per target
+
+
+def _explain_problems(
+    project: Project,
+    up: origin.Upstream,
+    targets: list[configs.Target],
+    problems: list[configs.Problem],
+) -> KxenError:
+    """The bad lines with every other unusable value (the full check); the bad lines
+    alone when the tree's Kconfig cannot even be read."""
+    plain = configs.problems_error(problems, project.root)
+    try:
+        return _explain_lost_values(project, up, targets, plain)
+    except KxenError:
+        return plain
 
 
 def _kconfig_models(
