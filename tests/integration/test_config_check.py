@@ -237,13 +237,19 @@ def test_new_symbol_goes_to_a_sorted_edit_file_and_reports_what_it_could_not_get
     checkout: Path, kxen_cache: Path, linux_tarball: Path
 ) -> None:
     run = _edit(checkout, kxen_cache, linux_tarball, "set", "CONFIG_XEN_PV=y", "--arch", "i686")
+    # a value that cannot be had is refused (exit 4) with the reason, and nothing written
+    assert run.returncode == 4, run.stderr
+    assert "i686/default: CONFIG_XEN_PV=y: depends on X86_64 (=n)" in run.stderr
+    edit_file = checkout / "configs" / "i686" / "kxen-set.config"
+    assert not edit_file.exists()
+    run = _edit(
+        checkout, kxen_cache, linux_tarball, "set", "CONFIG_XEN_PVHVM_GUEST=y", "--arch", "i686"
+    )
     assert run.returncode == 0, run.stderr
-    assert "i686/default: is not set" in run.stdout and "depends on X86_64 (=n)" in run.stdout
     run = _edit(checkout, kxen_cache, linux_tarball, "unset", "CONFIG_EXPERT", "--arch", "i686")
     assert run.returncode == 0, run.stderr
-    edit_file = checkout / "configs" / "i686" / "kxen-set.config"
     settings = [line for line in edit_file.read_text().splitlines() if "CONFIG_" in line]
-    assert settings == ["# CONFIG_EXPERT is not set", "CONFIG_XEN_PV=y"]
+    assert settings == ["# CONFIG_EXPERT is not set", "CONFIG_XEN_PVHVM_GUEST=y"]
     assert edit_file.read_text().startswith("# Values set with `kxen config set`")
 
 
@@ -253,9 +259,10 @@ def test_new_symbol_goes_to_a_sorted_edit_file_and_reports_what_it_could_not_get
         (("set", "CONFIG_KXEN_NO_SUCH=y", "--all-arches"), "does not define it"),
         (
             ("set", "NR_CPUS=16", "--all-arches", "--flavour", "default"),
-            "16 is not a valid int value for i686/default (range",
+            "`16` is out of range; NR_CPUS takes 2\u20138 on i686",
         ),
-        (("set", "CONFIG_XEN=m", "--arch", "x86_64"), "m is not a valid bool value"),
+        (("set", "CONFIG_XEN=m", "--arch", "x86_64"), "`m` is not a bool value; XEN takes y or n"),
+        (("set", "CONFIG_HZ=7", "--arch", "x86_64"), "CONFIG_HZ has no prompt: no config can set"),
         (("set", "CONFIG_XEN=y"), "--arch A (repeatable) or --all-arches"),
         (
             ("set", "CONFIG_XEN=y", "--arch", "i686", "--layer", "x86_64"),

@@ -7,10 +7,12 @@ it left."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
-from .conftest import run_kxen
+from .conftest import KXEN, run_kxen
 
 BAD_LINES = "CONFIG_NR_CPUS=abc\nCONFIG_XEN_BALLON=y\nexport CONFIG_Q=y\n"
 
@@ -68,3 +70,155 @@ def test_shipped_fake_configs_check_clean(fake_checkout: Path, fake_linux: Path)
     run = kxen(fake_checkout, fake_linux, "check", "--strict")
     assert run.returncode == 0, run.stderr
     assert "x86_64/smoke: 0 finding(s)" in run.stdout
+
+
+def _without_networking(checkout: Path) -> None:
+    """The fake configs with NET, NETDEVICES and the network frontend taken out."""
+    for name, drop in (("core", ("CONFIG_NET=", "CONFIG_NETDEVICES=")), ("xen-domu", ("NETDEV",))):
+        path = checkout / "configs" / "base" / f"{name}.config"
+        kept = [line for line in path.read_text().splitlines() if not any(d in line for d in drop)]
+        path.write_text("\n".join(kept) + "\n")
+
+
+def test_set_names_the_whole_dependency_path_and_writes_nothing(
+    fake_checkout: Path, fake_linux: Path
+) -> None:
+    _without_networking(fake_checkout)
+    before = _snapshot(fake_checkout)
+    run = kxen(fake_checkout, fake_linux, "set", "CONFIG_XEN_NETDEV_FRONTEND=m", "--all-arches")
+    assert run.returncode == 4, run.stderr
+    assert (
+        "i686/default, x86_64/default, i686/smoke, x86_64/smoke: needs NET=y (init/Kconfig:74), "
+        "then NETDEVICES=y (drivers/net/Kconfig:3)" in run.stderr
+    )
+    assert "--with-deps" in run.stderr
+    assert _snapshot(fake_checkout) == before
+
+
+def test_set_with_deps_applies_the_path_in_one_step_and_shows_every_change(
+    fake_checkout: Path, fake_linux: Path
+) -> None:
+    _without_networking(fake_checkout)
+    args = ("set", "CONFIG_XEN_NETDEV_FRONTEND=m", "--all-arches", "--flavour", "default")
+    run = kxen(fake_checkout, fake_linux, *args, "--with-deps", "--json")
+    assert run.returncode == 0, run.stderr
+    data = json.loads(run.stdout)
+    assert [e["after"] for e in data["edits"]] == [
+        "CONFIG_NET=y",
+        "CONFIG_NETDEVICES=y",
+        "CONFIG_XEN_NETDEV_FRONTEND=m",
+    ]
+    assert data["layer"] == "default"
+    changed = {(c["arch"], c["symbol"], c["after"]) for c in data["changes"]}
+    for arch in ("i686", "x86_64"):
+        assert {(arch, "NET", "y"), (arch, "NETDEVICES", "y")} <= changed
+        assert (arch, "XEN_NETDEV_FRONTEND", "m") in changed
+    edit_file = fake_checkout / "configs" / "default" / "kxen-set.config"
+    assert "CONFIG_NETDEVICES=y\nCONFIG_XEN_NETDEV_FRONTEND=m\n" in edit_file.read_text()
+    # and the result passes the check the CI runs
+    assert kxen(fake_checkout, fake_linux, "check", "--strict").returncode == 0
+
+
+def test_set_a_value_that_cannot_be_had_is_exit_4_with_the_reason(
+    fake_checkout: Path, fake_linux: Path
+) -> None:
+    before = _snapshot(fake_checkout)
+    run = kxen(fake_checkout, fake_linux, "set", "CONFIG_XEN_PV=y", "--arch", "i686")
+    assert run.returncode == 4
+    assert (
+        "i686/default, i686/smoke: CONFIG_XEN_PV=y: depends on X86_64 (=n), and X86_64 has no "
+        "prompt: nothing can set it" in run.stderr
+    )
+    assert _snapshot(fake_checkout) == before
+
+
+def test_set_refuses_a_symbol_without_a_prompt(fake_checkout: Path, fake_linux: Path) -> None:
+    before = _snapshot(fake_checkout)
+    run = kxen(fake_checkout, fake_linux, "set", "CONFIG_PVH=y", "--all-arches")
+    assert run.returncode == 2
+    assert "CONFIG_PVH has no prompt: no config can set it" in run.stderr
+    assert "defined at arch/x86/Kconfig:123" in run.stderr
+    assert _snapshot(fake_checkout) == before
+
+
+def test_set_rejects_values_with_what_the_symbol_takes(
+    fake_checkout: Path, fake_linux: Path
+) -> None:
+    before = _snapshot(fake_checkout)
+    run = kxen(fake_checkout, fake_linux, "set", "CONFIG_NR_CPUS=abc", "--arch", "x86_64")
+    assert run.returncode == 2
+    assert "`abc` is not an int; NR_CPUS takes 2\u2013512 on x86_64" in run.stderr
+    run = kxen(fake_checkout, fake_linux, "set", "CONFIG_NR_CPU=4", "--arch", "x86_64")
+    assert "does not define it; did you mean CONFIG_NR_CPUS?" in run.stderr
+    assert _snapshot(fake_checkout) == before
+
+
+def test_set_overridden_by_a_later_layer_is_exit_4_and_taken_back(
+    fake_checkout: Path, fake_linux: Path
+) -> None:
+    before = _snapshot(fake_checkout)
+    args = ("set", "CONFIG_NR_CPUS=32", "--arch", "x86_64", "--layer", "base")
+    run = kxen(fake_checkout, fake_linux, *args)
+    assert run.returncode == 4
+    assert "a later layer sets 64" in run.stderr
+    assert _snapshot(fake_checkout) == before
+
+
+def test_set_warns_when_the_layer_reaches_more_than_asked(
+    fake_checkout: Path, fake_linux: Path
+) -> None:
+    args = ("set", "CONFIG_IKCONFIG=y", "--arch", "x86_64", "--flavour", "default")
+    run = kxen(fake_checkout, fake_linux, *args)
+    assert run.returncode == 0, run.stderr
+    assert (
+        "warning: layer default also reaches i686/default, beyond the arches/flavours asked for"
+        in run.stderr
+    )
+
+
+def test_layers_lists_each_targets_layers_in_order_with_files_and_line_counts(
+    fake_checkout: Path,
+) -> None:
+    cache = fake_checkout.parent / "cache"
+    args = ("config", "layers", "--arch", "i686", "--flavour", "smoke")
+    run = run_kxen(*args, repo=fake_checkout, cache=cache)
+    assert run.stdout.splitlines()[:4] == [
+        "i686/smoke:",
+        "  1. base (2 file(s), 36 lines)",
+        "       configs/base/core.config (21)",
+        "       configs/base/xen-domu.config (15)",
+    ]
+    assert run.stdout.splitlines()[-2:] == [
+        "  4. smoke (1 file(s), 2 lines)",
+        "       configs/smoke/smoke.config (2)",
+    ]
+    data = json.loads(run_kxen(*args, "--json", repo=fake_checkout, cache=cache).stdout)
+    (target,) = data["targets"]
+    assert [layer["name"] for layer in target["layers"]] == ["base", "x86", "i686", "smoke"]
+
+
+def _complete(checkout: Path, words: str) -> list[str]:
+    """What bash completion offers for the last word of `words` (click's protocol)."""
+    env = {
+        **os.environ,
+        "_KXEN_COMPLETE": "bash_complete",
+        "COMP_WORDS": words,
+        "COMP_CWORD": str(len(words.split()) - (0 if words.endswith(" ") else 1)),
+    }
+    argv = [str(KXEN), "--repo", str(checkout)]
+    run = subprocess.run(argv, env=env, capture_output=True, text=True, check=True)
+    return [line.split(",", 1)[1] for line in run.stdout.splitlines()]
+
+
+def test_shell_completion_offers_arches_flavours_and_layers(fake_checkout: Path) -> None:
+    prefix = f"kxen --repo {fake_checkout} config"
+    assert _complete(fake_checkout, f"{prefix} set X --layer ") == [
+        "base",
+        "default",
+        "i686",
+        "smoke",
+        "x86",
+        "x86_64",
+    ]
+    assert _complete(fake_checkout, f"{prefix} check --flavour sm") == ["smoke"]
+    assert _complete(fake_checkout, f"{prefix} layers --arch ") == ["i686", "x86_64"]

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from kxen.cli.output import Options
-from kxen.errors import InputError
+from kxen.errors import InputError, KxenError
 
 if TYPE_CHECKING:  # imported where they are used, so that `kxen --help` stays fast
     from kxen.project import UpstreamChoice
@@ -127,3 +127,36 @@ def selection_options(func: Callable[..., None]) -> Callable[..., None]:
 
 def existing_path(dir_okay: bool = False, file_okay: bool = True) -> click.Path:
     return click.Path(exists=True, dir_okay=dir_okay, file_okay=file_okay, path_type=Path)
+
+
+# --- shell completion (`eval "$(_KXEN_COMPLETE=bash_source kxen)"`) ----------------------
+
+
+def _completion_layers(ctx: click.Context) -> Any:
+    """configs/layers.yaml of the checkout the command line names (or the current one);
+    None when there is none to read: completion never fails."""
+    from kxen.config import fragments
+    from kxen.locate import find_manifest
+
+    try:
+        repo = ctx.find_root().params.get("repo") or find_manifest(Path.cwd()).parent
+        return fragments.load_layers(Path(repo) / "configs")
+    except (KxenError, OSError):  # a half-typed command line must not break the shell
+        return None
+
+
+def complete_arch(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
+    from kxen import arches
+
+    return [name for name in arches.names() if name.startswith(incomplete)]
+
+
+def complete_flavour(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
+    flavours = _completion_layers(ctx) or {}
+    return [name for name in flavours if name.startswith(incomplete)]
+
+
+def complete_layer(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
+    flavours = _completion_layers(ctx) or {}
+    names = {n for spec in flavours.values() for layers in spec.layers.values() for n in layers}
+    return sorted(n for n in names if n.startswith(incomplete))

@@ -131,6 +131,19 @@ def grouped(findings: Iterable[Finding]) -> list[tuple[tuple[Target, ...], Findi
     return [(tuple(targets), finding) for targets, finding in ordered]
 
 
+def said_once(items: Iterable[tuple[Target, str]]) -> list[str]:
+    """`arch/flavour, arch/flavour: text` lines, one per distinct text, in first-seen order:
+    what holds for several targets is said once, naming them all."""
+    groups: dict[str, list[Target]] = {}
+    for target, text in items:
+        groups.setdefault(text, []).append(target)
+    return [f"{target_names(targets)}: {text}" for text, targets in groups.items()]
+
+
+def target_names(targets: Iterable[Target]) -> str:
+    return ", ".join(f"{t.arch}/{t.flavour}" for t in targets)
+
+
 def load_allow_list(configs_dir: Path) -> list[AllowEntry]:
     """`configs/allow.yaml`: a list of {kind, symbol, arch, flavour, reason}; reason required."""
     path = configs_dir / ALLOW_FILE
@@ -417,7 +430,10 @@ def explain(
     for target in sorted(targets, key=lambda t: (t.arch, t.flavour)):
         model = models[target.arch]
         if not model.defined(symbol):
-            raise InputError(f"CONFIG_{symbol}: this tree's Kconfig does not define it")
+            raise InputError(
+                f"CONFIG_{symbol}: this tree's Kconfig does not define it"
+                + did_you_mean(model, symbol)
+            )
         merged = configs.merge(configs_dir, target, tree, flavours)
         _resolve_known(merged, model)
         layers = tuple((_relative(s.where, repo_root), s.value) for s in merged.provenance(symbol))
@@ -436,8 +452,12 @@ class Effect:
     reason: str
 
     def describe(self) -> str:
+        return f"{self.target.arch}/{self.target.flavour}: {self.outcome()}"
+
+    def outcome(self) -> str:
+        """The final value and where it came from, without the target."""
         where = f" (from {self.winner})" if self.winner else ""
-        text = f"{self.target.arch}/{self.target.flavour}: {show(self.actual)}{where}"
+        text = f"{show(self.actual)}{where}"
         return (
             text
             if self.actual == self.wanted

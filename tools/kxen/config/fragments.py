@@ -339,6 +339,32 @@ def _read_layer(
     return in_layer
 
 
+@dataclass(frozen=True)
+class LayerFiles:
+    """One layer of a target as `kxen config layers` shows it."""
+
+    name: str
+    files: tuple[tuple[Path, int], ...]
+    """(fragment, number of lines) in the order they are read; empty for an upstream layer
+    when no tree is at hand."""
+
+
+def target_layers(
+    configs_dir: Path, target: Target, flavours: Mapping[str, FlavourLayers]
+) -> list[LayerFiles]:
+    """The layers `target` applies, in order, with their files and line counts: what a
+    packager needs to see to know where a line goes and what it reaches."""
+    found = []
+    for name in layer_names(configs_dir, target, flavours):
+        files: list[tuple[Path, int]] = []
+        if not name.startswith(UPSTREAM_LAYER_PREFIX):
+            for path in layer_files(configs_dir, None, name):
+                text = inputs.read_text(path, configs_dir.parent, inputs.FRAGMENT_FILE)
+                files.append((path, len(text.splitlines())))
+        found.append(LayerFiles(name, tuple(files)))
+    return found
+
+
 # --- resolving with the kernel's kconfig ------------------------------------
 
 

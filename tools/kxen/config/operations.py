@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kxen.config import check as configcheck
+from kxen.config import deps, kconfig, toolchain
 from kxen.config import edit as configedit
 from kxen.config import fragments as configs
-from kxen.config import kconfig, toolchain
 from kxen.config.model import KconfigModel
 from kxen.errors import ConfigError, InputError, KxenError
 from kxen.project import (
@@ -65,14 +65,10 @@ def _explain_lost_values(
     if not failing:
         return lost
     groups = configcheck.grouped(failing)
-    details = [f"{_names(targets)}: {f.describe()}" for targets, f in groups]
+    details = [f"{configcheck.target_names(targets)}: {f.describe()}" for targets, f in groups]
     if any(f.kind in configcheck.INPUT_KINDS for f in failing):
         return InputError(f"{len(groups)} fragment value(s) cannot be used", details=details)
     return ConfigError(f"{len(groups)} requested config value(s) did not survive", details=details)
-
-
-def _names(targets: tuple[configs.Target, ...]) -> str:
-    return ", ".join(f"{t.arch}/{t.flavour}" for t in targets)
 
 
 def _unusable_lines(
@@ -169,6 +165,19 @@ def explain_symbol(
     return configcheck.explain(project.configs_dir, symbol, targets, tree, models, project.root)
 
 
+@dataclass(frozen=True)
+class SetResult:
+    """What a `config set/unset` wrote and what it did to the final configs."""
+
+    layer: str
+    reach: list[configs.Target]
+    """Every target the layer reaches (more than those asked for: a warning says so)."""
+    edits: list[configedit.Edit]
+    effects: list[configcheck.Effect]
+    changes: list[configcheck.ValueChange]
+    """Every final value that changed, the asked-for symbol's and its parents'."""
+
+
 def set_symbol(
     project: Project,
     up: origin.Upstream,
@@ -176,8 +185,11 @@ def set_symbol(
     value: configs.Value,
     targets: list[configs.Target],
     layer: str | None,
-) -> tuple[configedit.Edit, list[configcheck.Effect]]:
-    """`kxen config set/unset`: validate against Kconfig, write one line, show the effect."""
+    with_deps: bool = False,
+) -> SetResult:
+    """`kxen config set/unset`: validate against Kconfig, find the whole dependency path,
+    write the line (and, `with_deps`, its parents' lines) in one layer and show every
+    value that changed. Nothing stays written when the value cannot be had (exit 4)."""
     flavours = configs.load_layers(project.configs_dir)
     everyone = [
         configs.Target(arch, flavour)
@@ -186,24 +198,103 @@ def set_symbol(
     ]
     chosen = configedit.choose_layer(targets, everyone, flavours, layer)
     touched = configedit.users_of(chosen, everyone, flavours)
+    if set(touched) - set(targets):
+        project.progress.warn(reach_warning(chosen, targets, touched))
     tree, models = _kconfig_models(project, up, touched)
+    _validate_setting(project, symbol, value, targets, tree, models)
+    values = _values_to_write(project, symbol, value, targets, tree, models, with_deps)
+    before = configcheck.final_values(project.configs_dir, touched, tree, models)
+    project.progress.phase("edit", f"{chosen}: CONFIG_{symbol}")
+    edits: list[configedit.Edit] = []
+    try:
+        for name, wanted in values:
+            edits.append(configedit.write_setting(project.configs_dir, chosen, name, wanted))
+        found = configcheck.effects(
+            project.configs_dir, symbol, value, touched, tree, models, project.root
+        )
+        _refuse_lost(symbol, value, [e for e in found if e.target in targets])
+    except BaseException:
+        configedit.revert(edits)
+        raise
+    after = configcheck.final_values(project.configs_dir, touched, tree, models)
+    return SetResult(chosen, touched, edits, found, configcheck.diff_values(before, after))
+
+
+def reach_warning(layer: str, targets: list[configs.Target], touched: list[configs.Target]) -> str:
+    extra = [t for t in touched if t not in targets]
+    names = ", ".join(f"{t.arch}/{t.flavour}" for t in extra)
+    return (
+        f"layer {layer} also reaches {names}, beyond the arches/flavours asked for "
+        "(--layer chooses another)"
+    )
+
+
+def _validate_setting(
+    project: Project,
+    symbol: str,
+    value: configs.Value,
+    targets: list[configs.Target],
+    tree: Path,
+    models: dict[str, KconfigModel],
+) -> None:
+    """Refuse (exit 2) a value no config can give: unknown symbol, wrong type or range, or
+    a symbol without a prompt (its value only ever comes from its defaults)."""
     for explained in configcheck.explain(
         project.configs_dir, symbol, targets, tree, models, project.root
     ):
-        model = models[explained.target.arch]
-        if not model.valid_value(symbol, value):
-            ranges = "; ".join(explained.info.ranges)
+        model, info = models[explained.target.arch], explained.info
+        if info.prompt is None:
+            defaults = " / ".join(info.defaults) or "none"
             raise InputError(
-                f"CONFIG_{symbol}: {configs.show(value)} is not a valid "
-                f"{model.symbol_type(symbol)} value for {explained.target.arch}/"
-                f"{explained.target.flavour}" + (f" (range {ranges})" if ranges else "")
+                f"CONFIG_{symbol} has no prompt: no config can set it, its value comes from "
+                f"its defaults ({defaults}); nothing written",
+                details=[f"defined at {where}" for where in info.definitions],
             )
-    project.progress.phase("edit", f"{chosen}: CONFIG_{symbol}")
-    edit = configedit.write_setting(project.configs_dir, chosen, symbol, value)
-    found = configcheck.effects(
-        project.configs_dir, symbol, value, touched, tree, models, project.root
-    )
-    return edit, found
+        if not model.valid_value(symbol, value):
+            raise InputError(
+                f"CONFIG_{symbol}: {configcheck.value_problem(model, symbol, value)} "
+                f"({explained.target.arch}/{explained.target.flavour}); nothing written"
+            )
+
+
+def _values_to_write(
+    project: Project,
+    symbol: str,
+    value: configs.Value,
+    targets: list[configs.Target],
+    tree: Path,
+    models: dict[str, KconfigModel],
+    with_deps: bool,
+) -> list[tuple[str, configs.Value]]:
+    """The symbol's value, after its parents' when `with_deps`; exit 4 naming the whole
+    path when parents are needed and not asked for, or when no values can give it."""
+    found = deps.plans(project.configs_dir, symbol, value, targets, tree, models)
+    head = f"CONFIG_{symbol}={configs.show(value) if value else 'n'}"
+    blocked = configcheck.said_once((p.target, p.blocked) for p in found if p.blocked)
+    if blocked:
+        raise ConfigError(f"{head} cannot be had; nothing written", details=blocked)
+    needing = [p for p in found if p.parents]
+    if needing and not with_deps:
+        details = configcheck.said_once((p.target, p.path()) for p in needing)
+        raise ConfigError(
+            f"{head} needs its dependencies set first (--with-deps sets them all in one step); "
+            "nothing written",
+            details=details,
+        )
+    merged: dict[str, configs.Value] = {}
+    for step in (s for p in found for s in p.parents):
+        if merged.setdefault(step.symbol, step.value) != step.value:
+            raise ConfigError(f"{head}: the arches need different values of {step.symbol}")
+    return [*merged.items(), (symbol, value)]
+
+
+def _refuse_lost(symbol: str, value: configs.Value, found: list[configcheck.Effect]) -> None:
+    lost = [e for e in found if e.actual != e.wanted]
+    if lost:
+        raise ConfigError(
+            f"CONFIG_{symbol} does not take {configs.show(value)}; nothing written",
+            details=configcheck.said_once((e.target, e.outcome()) for e in lost),
+        )
 
 
 WORKING_TREE = "WORKTREE"
