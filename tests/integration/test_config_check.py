@@ -410,6 +410,14 @@ def test_debian_amd64_config_as_the_only_layer(
     assert generated.read_text() == (objdir / ".config").read_text()
 
 
+NEW_SYMBOL_KCONFIG = """config XEN_KXEN_TEST_NEW
+\tbool "A symbol new in 6.1.193"
+\tdefault y
+\thelp
+\t  Only in kxen's test tree.
+"""
+
+
 def _replace_file(path: Path, old: str, new: str) -> None:
     """Edit a file of a hard-linked tree copy without touching the shared inode."""
     text = path.read_text()
@@ -420,13 +428,16 @@ def _replace_file(path: Path, old: str, new: str) -> None:
 
 @pytest.fixture(scope="module")
 def newer_tarball(prepared: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """ "6.1.193": 6.1.192 with a renamed symbol and a dependency that breaks HVC_XEN."""
+    """ "6.1.193": 6.1.192 with a renamed symbol, a new one (XEN_KXEN_TEST_NEW, default y)
+    and a dependency that breaks HVC_XEN."""
     root = tmp_path_factory.mktemp("newer")
     tree = root / prepared.name
     subprocess.run(["cp", "-al", str(prepared), str(tree)], check=True)
     _replace_file(tree / "Makefile", "SUBLEVEL = 192", "SUBLEVEL = 193")
     _replace_file(
-        tree / "drivers/xen/Kconfig", "config XEN_SYS_HYPERVISOR\n", "config XEN_SYSFS_HYPERVISOR\n"
+        tree / "drivers/xen/Kconfig",
+        "config XEN_SYS_HYPERVISOR\n",
+        f"{NEW_SYMBOL_KCONFIG}\nconfig XEN_SYSFS_HYPERVISOR\n",
     )
     _replace_file(
         tree / "drivers/tty/hvc/Kconfig",
@@ -437,6 +448,34 @@ def newer_tarball(prepared: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     subprocess.run(["tar", "-cf", str(tarball), "-C", str(root), prepared.name], check=True)
     subprocess.run(["rm", "-rf", str(tree)], check=True)
     return tarball
+
+
+def test_pending_writes_the_new_symbols_of_a_bump_for_review(
+    checkout: Path, kxen_cache: Path, linux_tarball: Path, newer_tarball: Path
+) -> None:
+    target = ("--arch", "x86_64", "--flavour", "default")
+    args = ("config", "pending", *target, "--upstream", newer_tarball, "--since", linux_tarball)
+    data = json.loads(run_kxen(*args, "--json", repo=checkout, cache=kxen_cache).stdout)
+    # only what 6.1.192 did not define: the new symbol and the renamed one
+    assert data["written"] == [
+        "configs/pending/CONFIG_XEN_KXEN_TEST_NEW.config",
+        "configs/pending/CONFIG_XEN_SYSFS_HYPERVISOR.config",
+    ]
+    entry = (checkout / data["written"][0]).read_text()
+    assert "#   Only in kxen's test tree." in entry
+    assert "# default y: x86_64/default" in entry
+    assert entry.endswith(
+        "# kxen-pending: unreviewed  (move the line below into a layer, or "
+        "write `reviewed`)\nCONFIG_XEN_KXEN_TEST_NEW=y\n"
+    )
+    check = ("config", "check", "--strict", *target, "--upstream", linux_tarball)
+    run = run_kxen(*check, repo=checkout, cache=kxen_cache, check=False)
+    assert run.returncode == 4
+    assert "pending, not reviewed: configs/pending/CONFIG_XEN_KXEN_TEST_NEW.config" in run.stderr
+    for name in data["written"]:
+        path = checkout / name
+        path.write_text(path.read_text().replace("unreviewed", "reviewed"))
+    run_kxen(*check, repo=checkout, cache=kxen_cache)
 
 
 def test_rebase_preview_names_lines_that_stop_working(

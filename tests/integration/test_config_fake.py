@@ -222,3 +222,42 @@ def test_shell_completion_offers_arches_flavours_and_layers(fake_checkout: Path)
     ]
     assert _complete(fake_checkout, f"{prefix} check --flavour sm") == ["smoke"]
     assert _complete(fake_checkout, f"{prefix} layers --arch ") == ["i686", "x86_64"]
+
+
+def test_pending_queues_new_symbols_and_strict_check_waits_for_review(
+    fake_checkout: Path, fake_linux: Path
+) -> None:
+    run = kxen(fake_checkout, fake_linux, "pending", "--json")
+    assert run.returncode == 0, run.stderr
+    written = json.loads(run.stdout)["written"]
+    assert "configs/pending/CONFIG_XEN_BALLOON_MEMORY_HOTPLUG.config" in written
+    entry = (fake_checkout / "configs/pending/CONFIG_XEN_BALLOON_MEMORY_HOTPLUG.config").read_text()
+    assert entry.splitlines() == [
+        "# new symbol: CONFIG_XEN_BALLOON_MEMORY_HOTPLUG (bool): Memory hotplug support for "
+        "Xen balloon driver",
+        "# defined at drivers/xen/Kconfig:13",
+        "# new in Linux 6.1.192",
+        "# depends on XEN_BALLOON (=y) && MEMORY_HOTPLUG (=y) && XEN (=y)",
+        "# help:",
+        "#   Implied by XEN_BALLOON: on where memory hotplug exists (64-bit),",
+        '#   and still written as "is not set" where it does not.',
+        "# default y: x86_64/default",
+        "# kxen-pending: unreviewed  (move the line below into a layer, or write `reviewed`)",
+        "CONFIG_XEN_BALLOON_MEMORY_HOTPLUG=y",
+    ]
+    run = kxen(fake_checkout, fake_linux, "check", "--strict")
+    assert run.returncode == 4
+    assert f"{len(written)} unreviewed pending entr(ies)" in run.stderr
+    # moving a line into a real layer clears its entry, so does marking it reviewed
+    moved = fake_checkout / "configs/pending/CONFIG_EXPERT.config"
+    moved.unlink()
+    (fake_checkout / "configs/default/expert.config").write_text("# CONFIG_EXPERT is not set\n")
+    for name in written:
+        path = fake_checkout / name
+        if path.exists():
+            path.write_text(path.read_text().replace("unreviewed", "reviewed"))
+    run = kxen(fake_checkout, fake_linux, "check", "--strict")
+    assert run.returncode == 0, run.stderr
+    # a second run leaves reviewed entries as they are and does not queue what a layer sets
+    again = kxen(fake_checkout, fake_linux, "pending", "--json")
+    assert json.loads(again.stdout)["written"] == []

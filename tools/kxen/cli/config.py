@@ -128,7 +128,8 @@ def check(
         failing = report.failing()
         raise ConfigCheckFailed(
             f"config check --strict: {len(failing)} failing finding(s), "
-            f"{len(report.stale_allow)} stale allow-list entr(ies)",
+            f"{len(report.stale_allow)} stale allow-list entr(ies), "
+            f"{len(report.pending)} unreviewed pending entr(ies)",
             details=lines,
             payload=report.as_dict(),
         )
@@ -154,6 +155,7 @@ def _check_lines(report: configcheck.CheckReport, show_new: bool) -> list[str]:
     lines += [
         f"stale allow-list entry (line {e.line}): {e.kind} {e.symbol}" for e in report.stale_allow
     ]
+    lines += [f"pending, not reviewed: {entry}" for entry in report.pending]
     return lines
 
 
@@ -195,6 +197,36 @@ def _layers_dict(
             for layer in layer_list
         ],
     }
+
+
+@command(config_group)
+@config_targets
+@click.option(
+    "--since",
+    "old_tarball",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="The tree before the bump: only symbols it did not define are new.",
+)
+def pending(
+    options: Options,
+    arches: tuple[str, ...],
+    flavours: tuple[str, ...],
+    local_tarball: UpstreamChoice,
+    old_tarball: Path | None,
+) -> None:
+    """Write every new symbol, with its help and default, to configs/pending/ for review."""
+    from kxen.config import operations as config_ops
+    from kxen.project import resolve_upstream
+
+    with open_project(options) as project:
+        targets = _targets(project, arches, flavours)
+        up = resolve_upstream(project, local_tarball)
+        since = resolve_upstream(project, old_tarball) if old_tarball else None
+        written = config_ops.write_pending(project, up, targets, since)
+    names = [str(path.relative_to(options.repo)) for path in written]
+    lines = [f"{len(names)} new pending entr(ies)", *(f"  {name}" for name in names)]
+    emit(options, {"written": names}, echo_lines(lines))
 
 
 @command(config_group)

@@ -101,12 +101,14 @@ class CheckReport:
     findings: list[Finding] = field(default_factory=list)
     stale_allow: list[AllowEntry] = field(default_factory=list)
     targets: list[Target] = field(default_factory=list)
+    pending: list[str] = field(default_factory=list)
+    """Unreviewed entries of configs/pending/ (`file: CONFIG_X`)."""
 
     def failing(self) -> list[Finding]:
         return [f for f in self.findings if f.kind in FAILING_KINDS and not f.allowed]
 
     def ok(self, strict: bool) -> bool:
-        return not strict or not (self.failing() or self.stale_allow)
+        return not strict or not (self.failing() or self.stale_allow or self.pending)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -117,6 +119,7 @@ class CheckReport:
                 for e in self.stale_allow
             ],
             "counts": {kind: sum(f.kind == kind for f in self.findings) for kind in _KINDS},
+            "pending": self.pending,
         }
 
 

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kxen.config import check as configcheck
-from kxen.config import deps, kconfig, toolchain
+from kxen.config import deps, kconfig, pending, toolchain
 from kxen.config import edit as configedit
 from kxen.config import fragments as configs
-from kxen.config.model import KconfigModel
+from kxen.config.model import KconfigModel, SymbolInfo
 from kxen.errors import ConfigError, InputError, KxenError
 from kxen.project import (
     Project,
@@ -136,7 +136,13 @@ def check_configs(
     else:
         parts = [_check_arch(job) for job in jobs]
     found = [finding for part in parts for finding in part]
-    return configcheck.report(project.configs_dir, targets, found)
+    report = configcheck.report(project.configs_dir, targets, found)
+    flavours = configs.load_layers(project.configs_dir)
+    report.pending = [
+        f"{e.path.relative_to(project.root)}: CONFIG_{e.symbol}"
+        for e in pending.unreviewed(project.configs_dir, flavours, tree)
+    ]
+    return report
 
 
 @dataclass(frozen=True)
@@ -295,6 +301,55 @@ def _refuse_lost(symbol: str, value: configs.Value, found: list[configcheck.Effe
             f"CONFIG_{symbol} does not take {configs.show(value)}; nothing written",
             details=configcheck.said_once((e.target, e.outcome()) for e in lost),
         )
+
+
+def write_pending(
+    project: Project,
+    up: origin.Upstream,
+    targets: list[configs.Target],
+    since: origin.Upstream | None,
+) -> list[Path]:
+    """`kxen config pending`: an entry in configs/pending/ for every symbol the tree asks
+    about that no layer answers (and, with `since`, that the old tree did not define)."""
+    before: dict[str, set[str]] = {}
+    if since is not None:
+        _, old_models = _kconfig_models(project, since, targets)
+        before = {arch: set(model.symbols()) for arch, model in old_models.items()}
+        del old_models  # one tree's models at a time: they are ~60 MiB per arch
+    tree, models = _kconfig_models(project, up, targets)
+    project.progress.phase("pending", "new symbols")
+    found = _new_symbols(project.configs_dir, targets, tree, models, before)
+    label = f"Linux {up.version}" + (f" (not in Linux {since.version})" if since else "")
+    rendered = [
+        (symbol, pending.render(info, values, label))
+        for symbol, (info, values) in sorted(found.items(), key=lambda item: item[0].encode())
+    ]
+    return pending.write(project.configs_dir, rendered)
+
+
+def _new_symbols(
+    configs_dir: Path,
+    targets: list[configs.Target],
+    tree: Path,
+    models: dict[str, KconfigModel],
+    before: dict[str, set[str]],
+) -> dict[str, tuple[SymbolInfo, list[tuple[configs.Target, configs.Value]]]]:
+    """listnewconfig of every olddefconfig target (under allnoconfig an unset symbol is off
+    by design), without the symbols the old tree already had: each symbol as the first
+    target that lists it explains it, with every target's default."""
+    flavours = configs.load_layers(configs_dir)
+    found: dict[str, tuple[SymbolInfo, list[tuple[configs.Target, configs.Value]]]] = {}
+    for target in targets:
+        model = models[target.arch]
+        merged = configs.merge(configs_dir, target, tree, flavours)
+        if merged.resolve != "olddefconfig":
+            continue
+        requested = {s: v.value for s, v in merged.settings.items() if model.defined(s)}
+        model.resolve(requested, merged.resolve)  # explain() shows this target's values
+        for symbol, value in model.new_symbols(requested):
+            if symbol not in before.get(target.arch, ()):
+                found.setdefault(symbol, (model.explain(symbol), []))[1].append((target, value))
+    return found
 
 
 WORKING_TREE = "WORKTREE"
