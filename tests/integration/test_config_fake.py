@@ -261,3 +261,33 @@ def test_pending_queues_new_symbols_and_strict_check_waits_for_review(
     # a second run leaves reviewed entries as they are and does not queue what a layer sets
     again = kxen(fake_checkout, fake_linux, "pending", "--json")
     assert json.loads(again.stdout)["written"] == []
+
+
+def test_cc_chooses_the_compiler_kconfig_probes(
+    fake_checkout: Path, fake_linux: Path, tmp_path: Path
+) -> None:
+    """A packager reproducing another distro's config names its compiler: generate and
+    the model (explain) both run it, and the cache does not hand back gcc's result."""
+    wrapper = tmp_path / "distro-cc"
+    wrapper.write_text(
+        '#!/bin/sh\nif [ "$1" = --version ]; then echo "distro-cc (Other) 99.1"; exit 0; fi\n'
+        'exec gcc "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    target = ("--arch", "x86_64", "--flavour", "smoke")
+    plain = kxen(fake_checkout, fake_linux, "generate", *target, "-o", str(tmp_path / "a"))
+    assert plain.returncode == 0, plain.stderr
+    args = ("generate", *target, "--cc", str(wrapper), "-o", str(tmp_path / "b"))
+    run = kxen(fake_checkout, fake_linux, *args)
+    assert run.returncode == 0, run.stderr
+    (config,) = (tmp_path / "b").glob("*.config")
+    assert 'CONFIG_CC_VERSION_TEXT="distro-cc (Other) 99.1"' in config.read_text()
+    (default,) = (tmp_path / "a").glob("*.config")
+    assert "distro-cc" not in default.read_text()
+    explained = kxen(
+        fake_checkout, fake_linux, "explain", "CC_VERSION_TEXT", *target, "--cc", str(wrapper)
+    )
+    assert '= "distro-cc (Other) 99.1"' in explained.stdout
+    missing = kxen(fake_checkout, fake_linux, "generate", *target, "--cc", "kxen-no-such-cc")
+    assert missing.returncode == 4
+    assert "C compiler 'kxen-no-such-cc' not found" in missing.stderr

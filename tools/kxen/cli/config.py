@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,9 +35,28 @@ FLAVOUR_OPTION = click.option(
 )
 
 
+def _use_compiler(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    """--cc: the compiler of the build root being reproduced, for kconfig's probes and
+    the model's alike (both read CC from the environment, as kbuild passes it)."""
+    if value:
+        os.environ["CC"] = value
+
+
+CC_OPTION = click.option(
+    "--cc",
+    default=None,
+    expose_value=False,
+    callback=_use_compiler,
+    envvar="CC",
+    help="C compiler Kconfig probes (e.g. gcc-12, clang; default: $CC, else gcc).",
+)
+
+
 def config_targets(func: Callable[..., None]) -> Callable[..., None]:
-    """--arch/--flavour (repeatable, default: all) and --upstream for the config commands."""
+    """--arch/--flavour (repeatable, default: all), --upstream and --cc for the config
+    commands."""
     options = (
+        CC_OPTION,
         UPSTREAM_OPTION,
         FLAVOUR_OPTION,
         click.option(
@@ -267,6 +287,7 @@ def edit_options(func: Callable[..., None]) -> Callable[..., None]:
             "specific layer all selected arches/flavours share).",
         ),
         UPSTREAM_OPTION,
+        CC_OPTION,
         FLAVOUR_OPTION,
         click.option("--all-arches", is_flag=True, help="Every arch of the manifest."),
         click.option(

@@ -453,6 +453,8 @@ def _run_kconfig(
                 fragment_file = scratch / "merged.config"
                 fragment_file.write_text(fragment)
                 make: list[str | Path] = ["make", "-s", "-C", tree, f"O={objdir}", f"ARCH={arch}"]
+                if cc := toolchain.compiler():
+                    make.append(f"CC={cc}")  # the Makefile's own CC= wins over the environment
                 if merged.resolve == "allnoconfig":
                     command = [*make, f"KCONFIG_ALLCONFIG={fragment_file}", "allnoconfig"]
                 else:
