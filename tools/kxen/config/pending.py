@@ -59,8 +59,12 @@ def unreviewed(
     """Entries neither marked reviewed nor answered by a line of a real layer."""
     answered = set()
     for name in _real_layers(flavours):
+        upstream = name.startswith(configs.UPSTREAM_LAYER_PREFIX)
+        root = tree if upstream and tree else configs_dir.parent
         for path in configs.layer_files(configs_dir, tree, name):
-            answered |= {s.symbol for s in configs.parse_fragment(path, root=configs_dir.parent)}
+            text = inputs.read_text(path, root, inputs.FRAGMENT_FILE)
+            # a bad line is the check's finding to report, not a reason to stop here
+            answered |= {s.symbol for s in configs.scan_fragment(path, text)[0]}
     return [e for e in entries(configs_dir) if not e.reviewed and e.symbol not in answered]
 
 
