@@ -242,10 +242,10 @@ def test_new_symbol_goes_to_a_sorted_edit_file_and_reports_what_it_could_not_get
     assert "i686/default, i686/smoke: CONFIG_XEN_PV=y: depends on X86_64 (=n)" in run.stderr
     edit_file = checkout / "configs" / "i686" / "kxen-set.config"
     assert not edit_file.exists()
-    run = _edit(
-        checkout, kxen_cache, linux_tarball, "set", "CONFIG_XEN_PVHVM_GUEST=y", "--arch", "i686"
-    )
+    guest = ("CONFIG_XEN_PVHVM_GUEST=y", "--arch", "i686", "--flavour", "default")
+    run = _edit(checkout, kxen_cache, linux_tarball, "set", *guest, "--layer", "i686")
     assert run.returncode == 0, run.stderr
+    assert "layer i686 also reaches i686/smoke" in run.stderr  # where PCI is off
     run = _edit(checkout, kxen_cache, linux_tarball, "unset", "CONFIG_EXPERT", "--arch", "i686")
     assert run.returncode == 0, run.stderr
     settings = [line for line in edit_file.read_text().splitlines() if "CONFIG_" in line]
