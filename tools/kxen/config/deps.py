@@ -123,6 +123,8 @@ def _parents(
 ) -> tuple[list[tuple[str, Value]], str]:
     """The values the unmet `depends on` of `symbol` needs, or why there are none."""
     reason = model.why_not(symbol, wanted)
+    if reason.kind == "modules" and wanted == "m" and model.defined("MODULES"):
+        return [("MODULES", "y")], ""  # m is only a value while MODULES is on
     if reason.kind != "depends":
         return [], f"CONFIG_{symbol}={show(wanted)}: {reason.detail}"
     needed: list[tuple[str, Value]] = []
