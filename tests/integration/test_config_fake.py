@@ -174,6 +174,7 @@ def test_set_warns_when_the_layer_reaches_more_than_asked(
         "warning: layer default also reaches i686/default, beyond the arches/flavours asked for"
         in run.stderr
     )
+    assert run.stdout.splitlines()[0] == "layer default reaches i686/default, x86_64/default"
 
 
 def test_layers_lists_each_targets_layers_in_order_with_files_and_line_counts(

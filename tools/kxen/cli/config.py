@@ -331,7 +331,8 @@ def _edit(
         targets = _targets(project, arches, flavours)
         up = resolve_upstream(project, local_tarball)
         result = config_ops.set_symbol(project, up, symbol, value, targets, layer, with_deps)
-    lines = [_edit_line(options.repo, edit) for edit in result.edits]
+    lines = [f"layer {result.layer} reaches {configcheck.target_names(result.reach)}"]
+    lines += [_edit_line(options.repo, edit) for edit in result.edits]
     lines += configcheck.said_once((e.target, e.outcome()) for e in result.effects)
     lines += configcheck.said_once((c.target, c.describe()) for c in result.changes)
     data: dict[str, Any] = {
