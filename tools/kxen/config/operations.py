@@ -275,7 +275,7 @@ def _values_to_write(
     """The symbol's value, after its parents' when `with_deps`; exit 4 naming the whole
     path when parents are needed and not asked for, or when no values can give it."""
     found = deps.plans(project.configs_dir, symbol, value, targets, tree, models)
-    head = f"CONFIG_{symbol}={configs.show(value) if value else 'n'}"
+    head = f"CONFIG_{deps.Step(symbol, value, ()).describe()}"
     blocked = configcheck.said_once((p.target, p.blocked) for p in found if p.blocked)
     if blocked:
         raise ConfigError(f"{head} cannot be had; nothing written", details=blocked)
