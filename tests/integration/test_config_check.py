@@ -251,7 +251,7 @@ def test_new_symbol_goes_to_a_sorted_edit_file_and_reports_what_it_could_not_get
     assert run.returncode == 4
     assert "i686/smoke: y (from configs/smoke/smoke.config:9); not is not set" in run.stderr
     run = _edit(
-        checkout, kxen_cache, linux_tarball, "unset", "CONFIG_EXPERT", *guest[2:], "--layer", "i686"
+        checkout, kxen_cache, linux_tarball, "unset", "CONFIG_EXPERT", *guest[1:], "--layer", "i686"
     )
     assert run.returncode == 0, run.stderr
     settings = [line for line in edit_file.read_text().splitlines() if "CONFIG_" in line]
