@@ -237,13 +237,25 @@ def test_new_symbol_goes_to_a_sorted_edit_file_and_reports_what_it_could_not_get
     checkout: Path, kxen_cache: Path, linux_tarball: Path
 ) -> None:
     run = _edit(checkout, kxen_cache, linux_tarball, "set", "CONFIG_XEN_PV=y", "--arch", "i686")
-    assert run.returncode == 0, run.stderr
-    assert "i686/default: is not set" in run.stdout and "depends on X86_64 (=n)" in run.stdout
-    run = _edit(checkout, kxen_cache, linux_tarball, "unset", "CONFIG_EXPERT", "--arch", "i686")
-    assert run.returncode == 0, run.stderr
+    # a value that cannot be had is refused (exit 4) with the reason, and nothing written
+    assert run.returncode == 4, run.stderr
+    assert "i686/default, i686/smoke: CONFIG_XEN_PV=y: depends on X86_64 (=n)" in run.stderr
     edit_file = checkout / "configs" / "i686" / "kxen-set.config"
+    assert not edit_file.exists()
+    guest = ("CONFIG_XEN_PVHVM_GUEST=y", "--arch", "i686", "--flavour", "default")
+    run = _edit(checkout, kxen_cache, linux_tarball, "set", *guest, "--layer", "i686")
+    assert run.returncode == 0, run.stderr
+    assert "layer i686 also reaches i686/smoke" in run.stderr  # where PCI is off
+    # smoke sets EXPERT=y in a later layer: unsetting it for every i686 flavour cannot take
+    run = _edit(checkout, kxen_cache, linux_tarball, "unset", "CONFIG_EXPERT", "--arch", "i686")
+    assert run.returncode == 4
+    assert "i686/smoke: y (from configs/smoke/smoke.config:9); not is not set" in run.stderr
+    run = _edit(
+        checkout, kxen_cache, linux_tarball, "unset", "CONFIG_EXPERT", *guest[1:], "--layer", "i686"
+    )
+    assert run.returncode == 0, run.stderr
     settings = [line for line in edit_file.read_text().splitlines() if "CONFIG_" in line]
-    assert settings == ["# CONFIG_EXPERT is not set", "CONFIG_XEN_PV=y"]
+    assert settings == ["# CONFIG_EXPERT is not set", "CONFIG_XEN_PVHVM_GUEST=y"]
     assert edit_file.read_text().startswith("# Values set with `kxen config set`")
 
 
@@ -253,9 +265,10 @@ def test_new_symbol_goes_to_a_sorted_edit_file_and_reports_what_it_could_not_get
         (("set", "CONFIG_KXEN_NO_SUCH=y", "--all-arches"), "does not define it"),
         (
             ("set", "NR_CPUS=16", "--all-arches", "--flavour", "default"),
-            "16 is not a valid int value for i686/default (range",
+            "`16` is out of range; NR_CPUS takes 2\u20138 on i686",
         ),
-        (("set", "CONFIG_XEN=m", "--arch", "x86_64"), "m is not a valid bool value"),
+        (("set", "CONFIG_XEN=m", "--arch", "x86_64"), "`m` is not a bool value; XEN takes y or n"),
+        (("set", "CONFIG_HZ=7", "--arch", "x86_64"), "CONFIG_HZ has no prompt: no config can set"),
         (("set", "CONFIG_XEN=y"), "--arch A (repeatable) or --all-arches"),
         (
             ("set", "CONFIG_XEN=y", "--arch", "i686", "--layer", "x86_64"),
@@ -422,6 +435,14 @@ def test_debian_amd64_config_as_the_only_layer(
     assert ("FS_ENCRYPTION_ALGS (=y)" in xts["implied_by"]) == implied
 
 
+NEW_SYMBOL_KCONFIG = """config XEN_KXEN_TEST_NEW
+\tbool "A symbol new in 6.1.193"
+\tdefault y
+\thelp
+\t  Only in kxen's test tree.
+"""
+
+
 def _replace_file(path: Path, old: str, new: str) -> None:
     """Edit a file of a hard-linked tree copy without touching the shared inode."""
     text = path.read_text()
@@ -432,13 +453,16 @@ def _replace_file(path: Path, old: str, new: str) -> None:
 
 @pytest.fixture(scope="module")
 def newer_tarball(prepared: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """ "6.1.193": 6.1.192 with a renamed symbol and a dependency that breaks HVC_XEN."""
+    """ "6.1.193": 6.1.192 with a renamed symbol, a new one (XEN_KXEN_TEST_NEW, default y)
+    and a dependency that breaks HVC_XEN."""
     root = tmp_path_factory.mktemp("newer")
     tree = root / prepared.name
     subprocess.run(["cp", "-al", str(prepared), str(tree)], check=True)
     _replace_file(tree / "Makefile", "SUBLEVEL = 192", "SUBLEVEL = 193")
     _replace_file(
-        tree / "drivers/xen/Kconfig", "config XEN_SYS_HYPERVISOR\n", "config XEN_SYSFS_HYPERVISOR\n"
+        tree / "drivers/xen/Kconfig",
+        "config XEN_SYS_HYPERVISOR\n",
+        f"{NEW_SYMBOL_KCONFIG}\nconfig XEN_SYSFS_HYPERVISOR\n",
     )
     _replace_file(
         tree / "drivers/tty/hvc/Kconfig",
@@ -449,6 +473,34 @@ def newer_tarball(prepared: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     subprocess.run(["tar", "-cf", str(tarball), "-C", str(root), prepared.name], check=True)
     subprocess.run(["rm", "-rf", str(tree)], check=True)
     return tarball
+
+
+def test_pending_writes_the_new_symbols_of_a_bump_for_review(
+    checkout: Path, kxen_cache: Path, linux_tarball: Path, newer_tarball: Path
+) -> None:
+    target = ("--arch", "x86_64", "--flavour", "default")
+    args = ("config", "pending", *target, "--upstream", newer_tarball, "--since", linux_tarball)
+    data = json.loads(run_kxen(*args, "--json", repo=checkout, cache=kxen_cache).stdout)
+    # only what 6.1.192 did not define: the new symbol and the renamed one
+    assert data["written"] == [
+        "configs/pending/CONFIG_XEN_KXEN_TEST_NEW.config",
+        "configs/pending/CONFIG_XEN_SYSFS_HYPERVISOR.config",
+    ]
+    entry = (checkout / data["written"][0]).read_text()
+    assert "#   Only in kxen's test tree." in entry
+    assert "# default y: x86_64/default" in entry
+    assert entry.endswith(
+        "# kxen-pending: unreviewed  (move the line below into a layer, or "
+        "write `reviewed`)\nCONFIG_XEN_KXEN_TEST_NEW=y\n"
+    )
+    check = ("config", "check", "--strict", *target, "--upstream", linux_tarball)
+    run = run_kxen(*check, repo=checkout, cache=kxen_cache, check=False)
+    assert run.returncode == 4
+    assert "pending, not reviewed: configs/pending/CONFIG_XEN_KXEN_TEST_NEW.config" in run.stderr
+    for name in data["written"]:
+        path = checkout / name
+        path.write_text(path.read_text().replace("unreviewed", "reviewed"))
+    run_kxen(*check, repo=checkout, cache=kxen_cache)
 
 
 def test_rebase_preview_names_lines_that_stop_working(

@@ -72,6 +72,38 @@ def test_malformed_line_names_file_and_line(tmp_path, line):
     assert info.value.message.startswith(f"{path}:3: malformed line {line.strip()!r}")
 
 
+def test_every_malformed_line_of_every_layer_is_named_in_one_error(tmp_path):
+    files = {
+        **FILES,
+        "base/c.config": "CONFIG_X=y\nCONFIG_NR_CPUS=a-b-c\nexport CONFIG_Z=y\n",
+        "arch/y.config": "CONFIG_A=yes\n",
+    }
+    root = _configs_dir(tmp_path, LAYERS, files)
+    with pytest.raises(InputError) as info:
+        configs.merge(root, Target("x86_64", "default"), None, configs.load_layers(root))
+    assert info.value.message == "3 fragment lines cannot be used"
+    assert [d.split(": ")[0] for d in info.value.details] == [
+        "configs/base/c.config:2",
+        "configs/base/c.config:3",
+        "configs/arch/y.config:1",
+    ]
+
+
+def test_problems_are_collected_and_the_good_lines_still_merge(tmp_path):
+    # (`abc` alone would be a hex value: conf writes hex defaults without 0x)
+    files = {**FILES, "base/c.config": "CONFIG_NR_CPUS=a-b-c\nCONFIG_X=y\n"}
+    root = _configs_dir(tmp_path, LAYERS, files)
+    problems: list[configs.Problem] = []
+    merged = configs.merge(
+        root, Target("x86_64", "default"), None, configs.load_layers(root), problems
+    )
+    (problem,) = problems
+    # the symbol and raw value are kept so a Kconfig-aware caller can say what it takes
+    assert (problem.symbol, problem.value, problem.line) == ("NR_CPUS", "a-b-c", 1)
+    assert problem.where(tmp_path) == "configs/base/c.config:1"
+    assert merged.settings["X"].value == "y"
+
+
 def test_unreadable_fragment(tmp_path):
     with pytest.raises(InputError, match=r"missing\.config: no such file"):
         configs.parse_fragment(tmp_path / "missing.config")
@@ -184,9 +216,10 @@ def test_duplicate_symbol_within_one_layer_names_both_places(tmp_path):
     with pytest.raises(InputError) as info:
         configs.merge(root, Target("i686", "default"), None, configs.load_layers(root))
     message = info.value.message
-    assert f"{root / 'base/c.config'}:2" in message
-    assert f"{root / 'base/b.config'}:1" in message
-    assert "CONFIG_D" in message
+    # repository-relative, as a packager reads them in `git status`
+    assert message == (
+        "configs/base/c.config:2: CONFIG_D is already set in this layer at configs/base/b.config:1"
+    )
 
 
 def test_duplicate_symbol_within_one_file(tmp_path):

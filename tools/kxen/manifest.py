@@ -14,17 +14,20 @@ from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jsonschema
 import yaml
 
-from kxen import arches
+from kxen import arches, locate
 from kxen.errors import InputError
 from kxen.support import inputs
 from kxen.versions import UpstreamVersion
 
-MANIFEST_NAME = "kernel-xen.yaml"
+if TYPE_CHECKING:  # jsonschema is imported by the first validation: `kxen --help` stays fast
+    import jsonschema
+
+MANIFEST_NAME = locate.MANIFEST_NAME
+find = locate.find_manifest
 DEFAULT_MIRRORS = ("https://cdn.kernel.org/pub/linux/kernel/",)
 
 
@@ -108,13 +111,18 @@ def parse(text: str, path: Path) -> Manifest:
     return _build(data, node, path)
 
 
-# JSON Schema counts 2.0 as an integer; a manifest's `release: 2.0` is a typo, not a 2.
-_STRICT_TYPES = jsonschema.Draft202012Validator.TYPE_CHECKER.redefine(
-    "integer", lambda _checker, value: isinstance(value, int) and not isinstance(value, bool)
-)
-_Validator = jsonschema.validators.extend(  # type: ignore[no-untyped-call]
-    jsonschema.Draft202012Validator, type_checker=_STRICT_TYPES
-)
+@cache
+def _validator_class() -> Any:
+    """Draft 2020-12 with strict integers: JSON Schema counts 2.0 as an integer, and a
+    manifest's `release: 2.0` is a typo, not a 2."""
+    import jsonschema
+
+    strict = jsonschema.Draft202012Validator.TYPE_CHECKER.redefine(
+        "integer", lambda _checker, value: isinstance(value, int) and not isinstance(value, bool)
+    )
+    return jsonschema.validators.extend(  # type: ignore[no-untyped-call]
+        jsonschema.Draft202012Validator, type_checker=strict
+    )
 
 
 def _multi_line_field(data: Any, parts: list[Any]) -> list[Any] | None:
@@ -141,7 +149,7 @@ def _validate(data: dict[str, Any], node: yaml.Node | None, path: Path) -> None:
         raise InputError(
             f"{path}:{_line_of(node, multi_line)}: {_dotted(multi_line)}: must be a single line"
         )
-    validator = _Validator(_schema())
+    validator = _validator_class()(_schema())
     errors = sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path)))
     if not errors:
         return
@@ -312,12 +320,3 @@ def _signature_rules(
         line = _line_of(node, ["upstream", "signatures", index])
         rules.append(SignatureRule(name, signature, tuple(item["keys"]), f"{path}:{line}: {field}"))
     return tuple(rules)
-
-
-def find(start: Path) -> Path:
-    """The manifest of the repository containing `start` (like git finding .git)."""
-    for directory in (start, *start.parents):
-        candidate = directory / MANIFEST_NAME
-        if candidate.is_file():
-            return candidate
-    raise InputError(f"no {MANIFEST_NAME} in {start} or any parent directory")

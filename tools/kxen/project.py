@@ -4,13 +4,12 @@ tree a command works on (kernel.org files, a local tarball or a git snapshot).""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from kxen import manifest
+from kxen import locate, manifest
 from kxen.errors import InputError
 from kxen.support import fsutil, integrity
 from kxen.support.progress import Progress
@@ -23,12 +22,7 @@ CACHE_SCRATCH_DEPTH = 3
 """How deep scratch directories sit in the cache (`kconfig/<tree>/.merge-...`)."""
 
 
-def default_cache_dir() -> Path:
-    explicit = os.environ.get("KXEN_CACHE_DIR")
-    if explicit:
-        return Path(explicit)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "kxen"
+default_cache_dir = locate.default_cache_dir
 
 
 @dataclass

@@ -28,12 +28,11 @@ from kxen.errors import KxenError
 @click.pass_context
 def main_group(ctx: click.Context, repo: Path | None, cache_dir: Path | None) -> None:
     """Build the kernel-xen RPM (Linux paravirt_ops Xen domU) from upstream Linux."""
-    from kxen import manifest
-    from kxen.project import default_cache_dir
+    from kxen.locate import default_cache_dir, find_manifest
 
     if repo is None:
         try:
-            repo = manifest.find(Path.cwd()).parent
+            repo = find_manifest(Path.cwd()).parent
         except KxenError:
             repo = Path.cwd()
     ctx.obj = Options(repo=repo.resolve(), cache=(cache_dir or default_cache_dir()))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -9,12 +10,13 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from kxen.cli.app import main_group
-from kxen.cli.options import UPSTREAM_OPTION
+from kxen.cli.options import UPSTREAM_OPTION, complete_arch, complete_flavour, complete_layer
 from kxen.cli.output import Options, command, echo_lines, emit, open_project
 from kxen.errors import ConfigError, InputError
 
 if TYPE_CHECKING:  # imported where they are used, so that `kxen --help` stays fast
     from kxen.config import check as configcheck
+    from kxen.config import edit as configedit
     from kxen.config import fragments as configs
     from kxen.project import Project, UpstreamChoice
 
@@ -24,12 +26,46 @@ def config_group() -> None:
     """Kconfig fragments: generate the full configs the spec ships."""
 
 
+FLAVOUR_OPTION = click.option(
+    "--flavour",
+    "flavours",
+    multiple=True,
+    shell_complete=complete_flavour,
+    help="Flavour (repeatable; default: all).",
+)
+
+
+def _use_compiler(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    """--cc: the compiler of the build root being reproduced, for kconfig's probes and
+    the model's alike (both read CC from the environment, as kbuild passes it)."""
+    if value:
+        os.environ["CC"] = value
+
+
+CC_OPTION = click.option(
+    "--cc",
+    default=None,
+    expose_value=False,
+    callback=_use_compiler,
+    envvar="CC",
+    help="C compiler Kconfig probes (e.g. gcc-12, clang; default: $CC, else gcc).",
+)
+
+
 def config_targets(func: Callable[..., None]) -> Callable[..., None]:
-    """--arch/--flavour (repeatable, default: all) and --upstream for the config commands."""
+    """--arch/--flavour (repeatable, default: all), --upstream and --cc for the config
+    commands."""
     options = (
+        CC_OPTION,
         UPSTREAM_OPTION,
-        click.option("--flavour", "flavours", multiple=True, help="Flavour (default: all)."),
-        click.option("--arch", "arches", multiple=True, help="Arch (default: all)."),
+        FLAVOUR_OPTION,
+        click.option(
+            "--arch",
+            "arches",
+            multiple=True,
+            shell_complete=complete_arch,
+            help="Arch (default: all).",
+        ),
     )
     for option in options:
         func = option(func)
@@ -92,6 +128,7 @@ def check(
     show_new: bool,
 ) -> None:
     """Report values that did not survive Kconfig, and why; new, unknown, redefined symbols."""
+    from kxen.config import check as configcheck
     from kxen.config import operations as config_ops
     from kxen.project import resolve_upstream
 
@@ -99,6 +136,30 @@ def check(
         targets = _targets(project, arches, flavours)
         up = resolve_upstream(project, local_tarball)
         report = config_ops.check_configs(project, up, targets)
+    lines = _check_lines(report, show_new)
+    if any(f.kind == "malformed" for f in report.findings):
+        bad = {f.where for f in report.findings if f.kind in configcheck.INPUT_KINDS}
+        raise ConfigCheckBadInput(
+            f"config check: {len(bad)} fragment line(s) cannot be used",
+            details=lines,
+            payload=report.as_dict(),
+        )
+    if not report.ok(strict):
+        failing = report.failing()
+        raise ConfigCheckFailed(
+            f"config check --strict: {len(failing)} failing finding(s), "
+            f"{len(report.stale_allow)} stale allow-list entr(ies), "
+            f"{len(report.pending)} unreviewed pending entr(ies)",
+            details=lines,
+            payload=report.as_dict(),
+        )
+    emit(options, report.as_dict(), echo_lines(lines))
+
+
+def _check_lines(report: configcheck.CheckReport, show_new: bool) -> list[str]:
+    """A count per target, then every finding once, naming the targets it holds for."""
+    from kxen.config import check as configcheck
+
     lines = []
     for target in report.targets:
         found = [f for f in report.findings if f.target == target]
@@ -106,19 +167,86 @@ def check(
         new = len(found) - len(shown)
         summary = f", {new} new symbol(s) take their default (--show-new)" if new else ""
         lines.append(f"{target.arch}/{target.flavour}: {len(shown)} finding(s){summary}")
-        lines += [f"  {finding.describe()}" for finding in shown]
+    shown = [f for f in report.findings if show_new or f.kind != "new"]
+    everyone = len(report.targets)
+    for targets, finding in configcheck.grouped(shown):
+        names = "all targets" if len(targets) == everyone > 1 else configcheck.target_names(targets)
+        lines.append(f"  {finding.describe()}  [{names}]")
     lines += [
         f"stale allow-list entry (line {e.line}): {e.kind} {e.symbol}" for e in report.stale_allow
     ]
-    if not report.ok(strict):
-        failing = report.failing()
-        raise ConfigCheckFailed(
-            f"config check --strict: {len(failing)} failing finding(s), "
-            f"{len(report.stale_allow)} stale allow-list entr(ies)",
-            details=lines,
-            payload=report.as_dict(),
-        )
-    emit(options, report.as_dict(), echo_lines(lines))
+    lines += [f"pending, not reviewed: {entry}" for entry in report.pending]
+    return lines
+
+
+@command(config_group)
+@FLAVOUR_OPTION
+@click.option(
+    "--arch", "arches", multiple=True, shell_complete=complete_arch, help="Arch (default: all)."
+)
+def layers(options: Options, arches: tuple[str, ...], flavours: tuple[str, ...]) -> None:
+    """The layers of each arch/flavour in order, with their files and line counts."""
+    from kxen.config import fragments as configs
+
+    with open_project(options) as project:
+        targets = _targets(project, arches, flavours)
+        flavour_layers = configs.load_layers(project.configs_dir)
+        found = {t: configs.target_layers(project.configs_dir, t, flavour_layers) for t in targets}
+    lines = []
+    for target, layer_list in found.items():
+        lines.append(f"{target.arch}/{target.flavour}:")
+        for index, layer in enumerate(layer_list, 1):
+            total = sum(count for _, count in layer.files)
+            lines.append(f"  {index}. {layer.name} ({len(layer.files)} file(s), {total} lines)")
+            lines += [f"       {p.relative_to(options.repo)} ({n})" for p, n in layer.files]
+    data = [_layers_dict(options.repo, target, found[target]) for target in found]
+    emit(options, {"targets": data}, echo_lines(lines))
+
+
+def _layers_dict(
+    repo: Path, target: configs.Target, layer_list: list[configs.LayerFiles]
+) -> dict[str, Any]:
+    return {
+        "arch": target.arch,
+        "flavour": target.flavour,
+        "layers": [
+            {
+                "name": layer.name,
+                "files": [{"path": str(p.relative_to(repo)), "lines": n} for p, n in layer.files],
+            }
+            for layer in layer_list
+        ],
+    }
+
+
+@command(config_group)
+@config_targets
+@click.option(
+    "--since",
+    "old_tarball",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="The tree before the bump: only symbols it did not define are new.",
+)
+def pending(
+    options: Options,
+    arches: tuple[str, ...],
+    flavours: tuple[str, ...],
+    local_tarball: UpstreamChoice,
+    old_tarball: Path | None,
+) -> None:
+    """Write every new symbol, with its help and default, to configs/pending/ for review."""
+    from kxen.config import operations as config_ops
+    from kxen.project import resolve_upstream
+
+    with open_project(options) as project:
+        targets = _targets(project, arches, flavours)
+        up = resolve_upstream(project, local_tarball)
+        since = resolve_upstream(project, old_tarball) if old_tarball else None
+        written = config_ops.write_pending(project, up, targets, since)
+    names = [str(path.relative_to(options.repo)) for path in written]
+    lines = [f"{len(names)} new pending entr(ies)", *(f"  {name}" for name in names)]
+    emit(options, {"written": names}, echo_lines(lines))
 
 
 @command(config_group)
@@ -154,17 +282,32 @@ def edit_options(func: Callable[..., None]) -> Callable[..., None]:
         click.option(
             "--layer",
             default=None,
+            shell_complete=complete_layer,
             help="Layer to write (default: the most "
             "specific layer all selected arches/flavours share).",
         ),
         UPSTREAM_OPTION,
-        click.option("--flavour", "flavours", multiple=True, help="Flavour (default: all)."),
+        CC_OPTION,
+        FLAVOUR_OPTION,
         click.option("--all-arches", is_flag=True, help="Every arch of the manifest."),
-        click.option("--arch", "arches", multiple=True, help="Arch (repeatable)."),
+        click.option(
+            "--arch",
+            "arches",
+            multiple=True,
+            shell_complete=complete_arch,
+            help="Arch (repeatable).",
+        ),
     )
     for option in options:
         func = option(func)
     return func
+
+
+WITH_DEPS_OPTION = click.option(
+    "--with-deps",
+    is_flag=True,
+    help="Also set every parent the unmet `depends on` path needs, in the same layer.",
+)
 
 
 def _edit(
@@ -176,7 +319,9 @@ def _edit(
     flavours: tuple[str, ...],
     layer: str | None,
     local_tarball: UpstreamChoice,
+    with_deps: bool = False,
 ) -> None:
+    from kxen.config import check as configcheck
     from kxen.config import operations as config_ops
     from kxen.project import resolve_upstream
 
@@ -185,14 +330,18 @@ def _edit(
     with open_project(options) as project:
         targets = _targets(project, arches, flavours)
         up = resolve_upstream(project, local_tarball)
-        edit, found = config_ops.set_symbol(project, up, symbol, value, targets, layer)
-    where = f"{edit.path.relative_to(options.repo)}:{edit.line}"
-    change = f"{edit.before} -> {edit.after}" if edit.before else f"added {edit.after}"
-    data = {
-        "file": str(edit.path),
-        "line": edit.line,
-        "before": edit.before,
-        "after": edit.after,
+        result = config_ops.set_symbol(project, up, symbol, value, targets, layer, with_deps)
+    lines = [f"layer {result.layer} reaches {configcheck.target_names(result.reach)}"]
+    lines += [_edit_line(options.repo, edit) for edit in result.edits]
+    lines += configcheck.said_once((e.target, e.outcome()) for e in result.effects)
+    lines += configcheck.said_once((c.target, c.describe()) for c in result.changes)
+    data: dict[str, Any] = {
+        "layer": result.layer,
+        "reach": [f"{t.arch}/{t.flavour}" for t in result.reach],
+        "edits": [
+            {"file": str(e.path), "line": e.line, "before": e.before, "after": e.after}
+            for e in result.edits
+        ],
         "effects": [
             {
                 "arch": e.target.arch,
@@ -201,15 +350,25 @@ def _edit(
                 "from": e.winner,
                 "reason": e.reason,
             }
-            for e in found
+            for e in result.effects
         ],
+        "changes": [_change_dict(c) for c in result.changes],
     }
-    emit(options, data, echo_lines([f"{where}: {change}", *(e.describe() for e in found)]))
+    main = result.edits[-1]  # the asked-for symbol's line comes after its parents'
+    data |= {"file": str(main.path), "line": main.line, "before": main.before, "after": main.after}
+    emit(options, data, echo_lines(lines))
+
+
+def _edit_line(repo: Path, edit: configedit.Edit) -> str:
+    where = f"{edit.path.relative_to(repo)}:{edit.line}"
+    change = f"{edit.before} -> {edit.after}" if edit.before else f"added {edit.after}"
+    return f"{where}: {change}"
 
 
 @command(config_group, name="set")
 @click.argument("assignment", metavar="CONFIG_X=VALUE")
 @edit_options
+@WITH_DEPS_OPTION
 def set_(options: Options, assignment: str, **selection: Any) -> None:
     """Set a symbol in the right fragment file and show what it did to the final configs."""
     from kxen.config import check as configcheck
@@ -219,8 +378,10 @@ def set_(options: Options, assignment: str, **selection: Any) -> None:
     if not sep:
         raise InputError(f"{assignment!r}: expected CONFIG_X=VALUE")
     symbol = configcheck.symbol_name(name)
-    (setting,) = configs.parse_fragment(Path("<command line>"), f"CONFIG_{symbol}={raw}")
-    _edit(options, symbol, setting.value, **selection)
+    settings, _ = configs.scan_fragment(Path("<command line>"), f"CONFIG_{symbol}={raw}")
+    # a value no .config can hold goes on to Kconfig, which says what the symbol takes
+    value = settings[0].value if settings else raw
+    _edit(options, symbol, value, **selection)
 
 
 @command(config_group)
@@ -331,6 +492,14 @@ def _change_dict(change: configcheck.ValueChange) -> dict[str, Any]:
 
 
 class ConfigCheckFailed(ConfigError):
+    def __init__(self, message: str, details: list[str], payload: dict[str, Any]) -> None:
+        super().__init__(message, details=details)
+        self.payload = payload
+
+
+class ConfigCheckBadInput(InputError):
+    """A fragment line no .config can hold: exit 2, with the whole report."""
+
     def __init__(self, message: str, details: list[str], payload: dict[str, Any]) -> None:
         super().__init__(message, details=details)
         self.payload = payload

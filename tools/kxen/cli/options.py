@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from kxen.cli.output import Options
-from kxen.errors import InputError
+from kxen.errors import InputError, KxenError
 
 if TYPE_CHECKING:  # imported where they are used, so that `kxen --help` stays fast
     from kxen.build.ccache import Ccache
@@ -154,8 +154,9 @@ def ccache_options(func: Callable[..., None]) -> Callable[..., None]:
         type=click.Path(path_type=Path),
         metavar="DIR",
         default=None,
-        help="Compile through ccache with this cache directory (default: <cache>/ccache); "
-        "hits and misses go into ccache.json beside the RPMs.",
+        help="Compile through ccache (local and mock builds) with this cache directory "
+        "(default: <cache>/ccache); each build's hits and misses go into ccache.json beside "
+        "its RPMs.",
     )(decorated)
 
 
@@ -169,3 +170,36 @@ def _ccache_choice(options: Options, directory: Path | None, off: bool) -> Ccach
     chosen = Ccache((directory or options.cache / CCACHE_SUBDIR).absolute())
     chosen.check()
     return chosen
+
+
+# --- shell completion (`eval "$(_KXEN_COMPLETE=bash_source kxen)"`) ----------------------
+
+
+def _completion_layers(ctx: click.Context) -> Any:
+    """configs/layers.yaml of the checkout the command line names (or the current one);
+    None when there is none to read: completion never fails."""
+    from kxen.config import fragments
+    from kxen.locate import find_manifest
+
+    try:
+        repo = ctx.find_root().params.get("repo") or find_manifest(Path.cwd()).parent
+        return fragments.load_layers(Path(repo) / "configs")
+    except (KxenError, OSError):  # a half-typed command line must not break the shell
+        return None
+
+
+def complete_arch(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
+    from kxen import arches
+
+    return [name for name in arches.names() if name.startswith(incomplete)]
+
+
+def complete_flavour(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
+    flavours = _completion_layers(ctx) or {}
+    return [name for name in flavours if name.startswith(incomplete)]
+
+
+def complete_layer(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
+    flavours = _completion_layers(ctx) or {}
+    names = {n for spec in flavours.values() for layers in spec.layers.values() for n in layers}
+    return sorted(n for n in names if n.startswith(incomplete))

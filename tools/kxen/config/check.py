@@ -11,6 +11,8 @@ no longer match anything.
 
 from __future__ import annotations
 
+import difflib
+import functools
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -27,9 +29,11 @@ from kxen.errors import InputError
 from kxen.support import inputs
 
 ALLOW_FILE = "allow.yaml"
-Kind = Literal["mismatch", "unknown", "invalid", "new", "redefinition", "toolchain"]
-FAILING_KINDS: frozenset[str] = frozenset({"mismatch", "unknown", "invalid"})
-_KINDS = ("mismatch", "unknown", "invalid", "new", "redefinition", "toolchain")
+Kind = Literal["malformed", "mismatch", "unknown", "invalid", "new", "redefinition", "toolchain"]
+FAILING_KINDS: frozenset[str] = frozenset({"malformed", "mismatch", "unknown", "invalid"})
+INPUT_KINDS: frozenset[str] = frozenset({"malformed", "unknown", "invalid"})
+"""Findings that are mistakes in what was written (exit 2), not values Kconfig refused."""
+_KINDS = ("malformed", "mismatch", "unknown", "invalid", "new", "redefinition", "toolchain")
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,8 @@ class Finding:
         head = f"{self.kind:<12} CONFIG_{self.symbol}"
         if self.kind == "new":
             return f"{head} = {show(self.actual)} (no layer sets it; Kconfig default)"
+        if self.kind == "malformed":
+            return f"{self.kind:<12} {self.where}: {self.reason}"
         text = f"{head} {self.where}: asked {show(self.requested)}"
         if self.kind in ("mismatch", "redefinition", "toolchain"):
             text += f", got {show(self.actual)}"
@@ -95,12 +101,14 @@ class CheckReport:
     findings: list[Finding] = field(default_factory=list)
     stale_allow: list[AllowEntry] = field(default_factory=list)
     targets: list[Target] = field(default_factory=list)
+    pending: list[str] = field(default_factory=list)
+    """Unreviewed entries of configs/pending/ (`file: CONFIG_X`)."""
 
     def failing(self) -> list[Finding]:
         return [f for f in self.findings if f.kind in FAILING_KINDS and not f.allowed]
 
     def ok(self, strict: bool) -> bool:
-        return not strict or not (self.failing() or self.stale_allow)
+        return not strict or not (self.failing() or self.stale_allow or self.pending)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -111,7 +119,32 @@ class CheckReport:
                 for e in self.stale_allow
             ],
             "counts": {kind: sum(f.kind == kind for f in self.findings) for kind in _KINDS},
+            "pending": self.pending,
         }
+
+
+def grouped(findings: Iterable[Finding]) -> list[tuple[tuple[Target, ...], Finding]]:
+    """Findings that read the same for several targets, once each with all of them:
+    a line of a shared layer is one problem, not one per arch and flavour."""
+    groups: dict[str, tuple[list[Target], Finding]] = {}
+    for finding in findings:
+        targets, _ = groups.setdefault(finding.describe(), ([], finding))
+        targets.append(finding.target)
+    ordered = sorted(groups.values(), key=lambda g: (_KINDS.index(g[1].kind), g[1].where))
+    return [(tuple(targets), finding) for targets, finding in ordered]
+
+
+def said_once(items: Iterable[tuple[Target, str]]) -> list[str]:
+    """`arch/flavour, arch/flavour: text` lines, one per distinct text, in first-seen order:
+    what holds for several targets is said once, naming them all."""
+    groups: dict[str, list[Target]] = {}
+    for target, text in items:
+        groups.setdefault(text, []).append(target)
+    return [f"{target_names(targets)}: {text}" for text, targets in groups.items()]
+
+
+def target_names(targets: Iterable[Target]) -> str:
+    return ", ".join(f"{t.arch}/{t.flavour}" for t in targets)
 
 
 def load_allow_list(configs_dir: Path) -> list[AllowEntry]:
@@ -179,8 +212,11 @@ def findings(
     flavours = configs.load_layers(configs_dir)
     found: list[Finding] = []
     for target in sorted(targets, key=lambda t: (t.arch, t.flavour)):
-        merged = configs.merge(configs_dir, target, tree, flavours)
-        found += _target_findings(merged, models[target.arch], repo_root)
+        problems: list[configs.Problem] = []
+        merged = configs.merge(configs_dir, target, tree, flavours, problems)
+        model = models[target.arch]
+        found += _target_findings(merged, model, repo_root)
+        found += [_problem_finding(p, target, model, repo_root) for p in problems]
     return found
 
 
@@ -224,7 +260,7 @@ def _target_findings(merged: configs.Merged, model: KconfigModel, repo_root: Pat
         if model.defined(symbol):
             requested[symbol] = setting.value
         else:
-            stale = "this tree's Kconfig does not define it (stale)"
+            stale = "this tree's Kconfig does not define it (stale)" + did_you_mean(model, symbol)
             findings.append(
                 Finding(
                     "unknown",
@@ -242,18 +278,8 @@ def _target_findings(merged: configs.Merged, model: KconfigModel, repo_root: Pat
         where = _relative(merged.settings[symbol].where, repo_root)
         # validity is judged in the resolved state: ranges depend on other symbols
         if not model.valid_value(symbol, wanted):
-            kind = model.symbol_type(symbol)
-            findings.append(
-                Finding(
-                    "invalid",
-                    target,
-                    symbol,
-                    where,
-                    wanted,
-                    actual,
-                    f"not a valid {kind} value here",
-                )
-            )
+            reason = value_problem(model, symbol, wanted)
+            findings.append(Finding("invalid", target, symbol, where, wanted, actual, reason))
         elif actual != wanted:
             why = model.why_not(symbol, wanted)
             sites = f" ({', '.join(why.definitions)})" if why.definitions else ""
@@ -282,6 +308,64 @@ def _target_findings(merged: configs.Merged, model: KconfigModel, repo_root: Pat
             for symbol, value in model.new_symbols(requested)
         ]
     return sorted(findings, key=lambda f: (_KINDS.index(f.kind), f.symbol.encode()))
+
+
+def _problem_finding(
+    problem: configs.Problem, target: Target, model: KconfigModel, repo_root: Path
+) -> Finding:
+    """A line merge() could not use, said in terms of the tree when it names a symbol:
+    `abc` for an int is an invalid value, a misspelt name gets a did-you-mean."""
+    where = problem.where(repo_root)
+    symbol, raw = problem.symbol or "", problem.value
+    if symbol and raw is not None and model.defined(symbol):
+        reason = value_problem(model, symbol, raw)
+        return Finding("invalid", target, symbol, where, raw, None, reason)
+    reason = problem.message
+    if symbol and not model.defined(symbol):
+        reason += did_you_mean(model, symbol)
+    return Finding("malformed", target, symbol, where, raw, None, reason)
+
+
+_NUMBER_PATTERNS = {"int": re.compile(r"-?[0-9]+"), "hex": re.compile(r"(?:0[xX])?[0-9a-fA-F]+")}
+_ARTICLES = {"int": "an int", "hex": "a hex number", "string": "a quoted string"}
+
+
+def value_problem(model: KconfigModel, symbol: str, value: Value) -> str:
+    """What is wrong with `value` and what `symbol` takes, in the last resolve()'s state:
+    "`abc` is not an int; NR_CPUS takes 2-8192 on x86_64"."""
+    kind = model.symbol_type(symbol)
+    shown = "'not set'" if value is None else f"`{value}`"
+    takes = _what_it_takes(model, symbol, kind)
+    pattern = _NUMBER_PATTERNS.get(kind)
+    if value is not None and pattern is not None and pattern.fullmatch(value):
+        return f"{shown} is out of range; {symbol} takes {takes} on {model.arch}"
+    described = _ARTICLES.get(kind, f"a {kind} value")
+    return f"{shown} is not {described}; {symbol} takes {takes} on {model.arch}"
+
+
+def _what_it_takes(model: KconfigModel, symbol: str, kind: str) -> str:
+    if kind in ("bool", "tristate"):
+        return "y, m or n" if kind == "tristate" else "y or n"
+    if kind == "string":
+        return 'a quoted string ("...")'
+    bounds = model.active_range(symbol)
+    if bounds is None:
+        return f"any {kind} number"
+    low, high = bounds
+    return f"{low}\u2013{high}" if kind == "int" else f"{low:#x}\u2013{high:#x}"
+
+
+@functools.lru_cache(maxsize=8)
+def _names(model: KconfigModel) -> tuple[str, ...]:
+    return tuple(model.symbols())
+
+
+def did_you_mean(model: KconfigModel, symbol: str) -> str:
+    """ "; did you mean CONFIG_X?" from the tree's symbol names, or "" when none is close."""
+    close = difflib.get_close_matches(symbol, _names(model), n=3, cutoff=0.8)
+    if not close:
+        return ""
+    return "; did you mean " + " or ".join(f"CONFIG_{name}" for name in close) + "?"
 
 
 def symbol_name(text: str) -> str:
@@ -349,7 +433,10 @@ def explain(
     for target in sorted(targets, key=lambda t: (t.arch, t.flavour)):
         model = models[target.arch]
         if not model.defined(symbol):
-            raise InputError(f"CONFIG_{symbol}: this tree's Kconfig does not define it")
+            raise InputError(
+                f"CONFIG_{symbol}: this tree's Kconfig does not define it"
+                + did_you_mean(model, symbol)
+            )
         merged = configs.merge(configs_dir, target, tree, flavours)
         _resolve_known(merged, model)
         layers = tuple((_relative(s.where, repo_root), s.value) for s in merged.provenance(symbol))
@@ -368,8 +455,12 @@ class Effect:
     reason: str
 
     def describe(self) -> str:
+        return f"{self.target.arch}/{self.target.flavour}: {self.outcome()}"
+
+    def outcome(self) -> str:
+        """The final value and where it came from, without the target."""
         where = f" (from {self.winner})" if self.winner else ""
-        text = f"{self.target.arch}/{self.target.flavour}: {show(self.actual)}{where}"
+        text = f"{show(self.actual)}{where}"
         return (
             text
             if self.actual == self.wanted

@@ -29,6 +29,17 @@ class Edit:
     line: int
     before: str | None
     after: str
+    original: str | None = None
+    """The whole file before the edit (None: the edit created it), to take it back."""
+
+
+def revert(edits: Sequence[Edit]) -> None:
+    """Undo `edits`, last first: a `set` whose value did not take leaves nothing behind."""
+    for edit in reversed(edits):
+        if edit.original is None:
+            edit.path.unlink(missing_ok=True)
+        else:
+            atomic_write_text(edit.path, edit.original)
 
 
 def choose_layer(
@@ -87,7 +98,7 @@ def write_setting(configs_dir: Path, layer: str, symbol: str, value: Value) -> E
                 before = lines[setting.line - 1].rstrip("\n")
                 lines[setting.line - 1] = new_line + "\n"
                 atomic_write_text(path, "".join(lines))
-                return Edit(path, setting.line, before, new_line)
+                return Edit(path, setting.line, before, new_line, text)
     path = configs_dir / layer / EDIT_FILE
     exists = path.exists() or path.is_symlink()
     text = inputs.read_text(path, checkout, inputs.FRAGMENT_FILE) if exists else _EDIT_HEADER
@@ -95,7 +106,7 @@ def write_setting(configs_dir: Path, layer: str, symbol: str, value: Value) -> E
     index = _sorted_position(path, text, symbol)
     lines.insert(index, new_line + "\n")
     atomic_write_text(path, "".join(lines))
-    return Edit(path, index + 1, None, new_line)
+    return Edit(path, index + 1, None, new_line, text if exists else None)
 
 
 def _sorted_position(path: Path, text: str, symbol: str) -> int:

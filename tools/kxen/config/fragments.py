@@ -38,6 +38,8 @@ _SET_RE = re.compile(
     r'^CONFIG_([A-Za-z0-9_]+)=(y|m|n|-?[0-9]+|(?:0[xX])?[0-9a-fA-F]+|"(?:[^"\\]|\\.)*")$'
 )
 """Hex values may lack the 0x: conf writes a hex default such as `34c` as it is spelled."""
+_LOOSE_SET_RE = re.compile(r"^CONFIG_([A-Za-z0-9_]+)=(.*)$")
+"""A line that names a symbol but whose value no .config can hold (`CONFIG_NR_CPUS=abc`)."""
 _UNSET_RE = re.compile(r"^# CONFIG_([A-Za-z0-9_]+) is not set$")
 _UNSET_START = "# CONFIG_"
 """A comment starting so must be exactly an unset line: `# CONFIG_X is not set # x` is not."""
@@ -121,32 +123,78 @@ def format_setting(symbol: str, value: Value) -> str:
 # --- reading fragments -----------------------------------------------------
 
 
-def parse_fragment(
-    path: Path, text: str | None = None, *, root: Path | None = None
-) -> list[Setting]:
-    """Settings of one fragment or .config; `CONFIG_X=n` reads as "not set".
+@dataclass(frozen=True)
+class Problem:
+    """A fragment line kxen cannot use, kept so that every one is reported in one pass.
 
-    Without `text` the file is read through the input gate, inside `root` (the checkout,
-    or the tree for an upstream layer; default: the file's directory)."""
-    if text is None:
-        text = inputs.read_text(path, root or path.parent, inputs.FRAGMENT_FILE)
-    settings = []
+    `symbol` and `value` are filled when the line names a symbol (`CONFIG_X=abc`), so a
+    caller that knows the tree's Kconfig can say what that symbol takes instead."""
+
+    file: Path
+    line: int
+    message: str
+    symbol: str | None = None
+    value: str | None = None
+
+    def where(self, root: Path | None = None) -> str:
+        """file:line, relative to `root` (the checkout) when the file is inside it."""
+        if root is not None and self.file.is_relative_to(root):
+            return f"{self.file.relative_to(root)}:{self.line}"
+        return f"{self.file}:{self.line}"
+
+    def describe(self, root: Path | None = None) -> str:
+        return f"{self.where(root)}: {self.message}"
+
+
+def problems_error(problems: list[Problem], root: Path | None = None) -> InputError:
+    """One error naming every problem (a single one is the message itself)."""
+    lines = [p.describe(root) for p in problems]
+    if len(lines) == 1:
+        return InputError(lines[0])
+    return InputError(f"{len(lines)} fragment lines cannot be used", details=lines)
+
+
+def scan_fragment(path: Path, text: str) -> tuple[list[Setting], list[Problem]]:
+    """Settings of one fragment and every line that is not one, in a single pass."""
+    settings: list[Setting] = []
+    problems: list[Problem] = []
     for number, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
-        if not line:
+        if not line or (line.startswith("#") and not line.startswith(_UNSET_START)):
             continue
         if match := _SET_RE.match(line):
             value: Value = None if match[2] == "n" else match[2]
             settings.append(Setting(match[1], value, path, number))
         elif match := _UNSET_RE.match(line):
             settings.append(Setting(match[1], None, path, number))
-        elif line.startswith("#") and not line.startswith(_UNSET_START):
-            continue
         else:
-            raise InputError(
-                f"{path}:{number}: malformed line {inputs.excerpt(line)} (expected "
-                "CONFIG_X=value or '# CONFIG_X is not set')"
-            )
+            problems.append(_malformed(path, number, line))
+    return settings, problems
+
+
+def _malformed(path: Path, number: int, line: str) -> Problem:
+    message = (
+        f"malformed line {inputs.excerpt(line)} (expected CONFIG_X=value or "
+        "'# CONFIG_X is not set')"
+    )
+    if match := _LOOSE_SET_RE.match(line):
+        return Problem(path, number, message, match[1], match[2])
+    return Problem(path, number, message)
+
+
+def parse_fragment(
+    path: Path, text: str | None = None, *, root: Path | None = None
+) -> list[Setting]:
+    """Settings of one fragment or .config; `CONFIG_X=n` reads as "not set".
+
+    Without `text` the file is read through the input gate, inside `root` (the checkout,
+    or the tree for an upstream layer; default: the file's directory). Every malformed
+    line is named in the one error raised."""
+    if text is None:
+        text = inputs.read_text(path, root or path.parent, inputs.FRAGMENT_FILE)
+    settings, problems = scan_fragment(path, text)
+    if problems:
+        raise problems_error(problems)
     return settings
 
 
@@ -218,34 +266,104 @@ def layer_files(configs_dir: Path, tree: Path | None, layer: str) -> list[Path]:
 
 
 def merge(
-    configs_dir: Path, target: Target, tree: Path | None, flavours: Mapping[str, FlavourLayers]
+    configs_dir: Path,
+    target: Target,
+    tree: Path | None,
+    flavours: Mapping[str, FlavourLayers],
+    problems: list[Problem] | None = None,
 ) -> Merged:
+    """The layers of `target` merged in order, every line kept with its file:line.
+
+    Every unusable line of every layer (malformed, or set twice in one layer) is found
+    in one pass: with a `problems` list they are appended there and skipped (a checker
+    reports them with the rest), without one they are raised together."""
+    merged = Merged(target, _flavour_of(configs_dir, target, flavours).resolve)
+    found: list[Problem] = []
+    for layer in layer_names(configs_dir, target, flavours):
+        in_layer = _read_layer(configs_dir, tree, layer, found)
+        for symbol, setting in in_layer.items():
+            if previous := merged.settings.pop(symbol, None):
+                merged.overridden.append((previous, setting))
+            merged.settings[symbol] = setting
+    if problems is not None:
+        problems += found
+    elif found:
+        raise problems_error(found, configs_dir.parent)
+    return merged
+
+
+def _flavour_of(
+    configs_dir: Path, target: Target, flavours: Mapping[str, FlavourLayers]
+) -> FlavourLayers:
     spec = flavours.get(target.flavour)
     if spec is None:
         raise InputError(f"{configs_dir / LAYERS_FILE}: no flavour {target.flavour!r}")
-    names = spec.layers.get(target.arch)
+    return spec
+
+
+def layer_names(
+    configs_dir: Path, target: Target, flavours: Mapping[str, FlavourLayers]
+) -> tuple[str, ...]:
+    """The layers `target` applies, in order."""
+    names = _flavour_of(configs_dir, target, flavours).layers.get(target.arch)
     if names is None:
         raise InputError(
             f"{configs_dir / LAYERS_FILE}: flavour {target.flavour} declares no layers for "
             f"{target.arch}"
         )
-    merged = Merged(target, spec.resolve)
-    for layer in names:
-        in_layer: dict[str, Setting] = {}
-        root = tree if layer.startswith(UPSTREAM_LAYER_PREFIX) and tree else configs_dir.parent
-        for path in layer_files(configs_dir, tree, layer):
-            for setting in parse_fragment(path, root=root):
-                if first := in_layer.get(setting.symbol):
-                    raise InputError(
-                        f"{setting.where}: CONFIG_{setting.symbol} is already set in this "
-                        f"layer at {first.where}"
+    return names
+
+
+def _read_layer(
+    configs_dir: Path, tree: Path | None, layer: str, problems: list[Problem]
+) -> dict[str, Setting]:
+    """One layer's settings by symbol; bad lines and repeats go to `problems`."""
+    in_layer: dict[str, Setting] = {}
+    root = tree if layer.startswith(UPSTREAM_LAYER_PREFIX) and tree else configs_dir.parent
+    for path in layer_files(configs_dir, tree, layer):
+        text = inputs.read_text(path, root, inputs.FRAGMENT_FILE)
+        settings, bad = scan_fragment(path, text)
+        problems += bad
+        for setting in settings:
+            if first := in_layer.get(setting.symbol):
+                where = Problem(first.file, first.line, "").where(configs_dir.parent)
+                problems.append(
+                    Problem(
+                        setting.file,
+                        setting.line,
+                        f"CONFIG_{setting.symbol} is already set in this layer at {where}",
+                        setting.symbol,
                     )
-                in_layer[setting.symbol] = setting
-        for symbol, setting in in_layer.items():
-            if previous := merged.settings.pop(symbol, None):
-                merged.overridden.append((previous, setting))
-            merged.settings[symbol] = setting
-    return merged
+                )
+                continue
+            in_layer[setting.symbol] = setting
+    return in_layer
+
+
+@dataclass(frozen=True)
+class LayerFiles:
+    """One layer of a target as `kxen config layers` shows it."""
+
+    name: str
+    files: tuple[tuple[Path, int], ...]
+    """(fragment, number of lines) in the order they are read; empty for an upstream layer
+    when no tree is at hand."""
+
+
+def target_layers(
+    configs_dir: Path, target: Target, flavours: Mapping[str, FlavourLayers]
+) -> list[LayerFiles]:
+    """The layers `target` applies, in order, with their files and line counts: what a
+    packager needs to see to know where a line goes and what it reaches."""
+    found = []
+    for name in layer_names(configs_dir, target, flavours):
+        files: list[tuple[Path, int]] = []
+        if not name.startswith(UPSTREAM_LAYER_PREFIX):
+            for path in layer_files(configs_dir, None, name):
+                text = inputs.read_text(path, configs_dir.parent, inputs.FRAGMENT_FILE)
+                files.append((path, len(text.splitlines())))
+        found.append(LayerFiles(name, tuple(files)))
+    return found
 
 
 # --- resolving with the kernel's kconfig ------------------------------------
@@ -336,6 +454,8 @@ def _run_kconfig(
                 fragment_file = scratch / "merged.config"
                 fragment_file.write_text(fragment)
                 make: list[str | Path] = ["make", "-s", "-C", tree, f"O={objdir}", f"ARCH={arch}"]
+                if cc := toolchain.compiler():
+                    make.append(f"CC={cc}")  # the Makefile's own CC= wins over the environment
                 if merged.resolve == "allnoconfig":
                     command = [*make, f"KCONFIG_ALLCONFIG={fragment_file}", "allnoconfig"]
                 else:

@@ -321,7 +321,7 @@ def kbuild_environment(
         if key not in ("LC_ALL", "CONFIG_") and not key.startswith("KCONFIG_")
     }
     cross = base.get("CROSS_COMPILE", "")
-    cc = f"{cross}gcc"
+    cc = toolchain.compiler(base) or f"{cross}gcc"
     env.update(
         {
             "srctree": str(tree),

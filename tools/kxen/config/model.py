@@ -328,6 +328,15 @@ class KconfigModel:
                 return f"{value} is outside range {text}"
         return None
 
+    def active_range(self, symbol: str) -> tuple[int, int] | None:
+        """The bounds of the `range` in force in the last resolve()'s state (None: no
+        range applies, or its bounds are not numbers), for messages saying what a symbol
+        takes."""
+        active = self._active_range(self._require(symbol))
+        if active is None or active[0] is None or active[1] is None:
+            return None
+        return active[0], active[1]
+
     def _active_range(self, sym: Any) -> tuple[int | None, int | None, str] | None:
         base = 10 if sym.orig_type == kconfiglib.INT else 16
         for low, high, cond in sym.ranges:

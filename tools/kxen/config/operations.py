@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kxen.config import check as configcheck
+from kxen.config import deps, kconfig, pending, toolchain
 from kxen.config import edit as configedit
 from kxen.config import fragments as configs
-from kxen.config import kconfig, toolchain
-from kxen.config.model import KconfigModel
+from kxen.config.model import KconfigModel, SymbolInfo
 from kxen.errors import ConfigError, InputError, KxenError
 from kxen.project import (
     Project,
@@ -35,6 +35,9 @@ def generate_configs(
     tree = prepared_tree(project, up, integrity.CONFIG_INPUTS)
     project.progress.phase("configs", ", ".join(f"{t.arch}/{t.flavour}" for t in targets))
     work = project.cache / "kconfig" / up.identity
+    problems = _unusable_lines(project.configs_dir, targets, tree)
+    if problems:
+        raise _explain_problems(project, up, targets, problems)
     try:
         resolved = configs.generate(
             project.configs_dir,
@@ -51,7 +54,7 @@ def generate_configs(
 
 
 def _explain_lost_values(
-    project: Project, up: origin.Upstream, targets: list[configs.Target], lost: ConfigError
+    project: Project, up: origin.Upstream, targets: list[configs.Target], lost: KxenError
 ) -> KxenError:
     """kconfig dropped requested values: say why, in Kconfig terms (only paid on failure).
 
@@ -61,10 +64,37 @@ def _explain_lost_values(
     failing = [f for f in report.findings if f.kind in configcheck.FAILING_KINDS]
     if not failing:
         return lost
-    details = [f"{f.target.arch}/{f.target.flavour}: {f.describe()}" for f in failing]
-    if any(f.kind in ("unknown", "invalid") for f in failing):
-        return InputError(f"{len(failing)} fragment value(s) cannot be used", details=details)
-    return ConfigError(f"{len(failing)} requested config value(s) did not survive", details=details)
+    groups = configcheck.grouped(failing)
+    details = [f"{configcheck.target_names(targets)}: {f.describe()}" for targets, f in groups]
+    if any(f.kind in configcheck.INPUT_KINDS for f in failing):
+        return InputError(f"{len(groups)} fragment value(s) cannot be used", details=details)
+    return ConfigError(f"{len(groups)} requested config value(s) did not survive", details=details)
+
+
+def _unusable_lines(
+    configs_dir: Path, targets: list[configs.Target], tree: Path
+) -> list[configs.Problem]:
+    """Every line of the targets' layers no .config can hold (cheap: no Kconfig needed)."""
+    flavours = configs.load_layers(configs_dir)
+    problems: list[configs.Problem] = []
+    for target in targets:
+        configs.merge(configs_dir, target, tree, flavours, problems)
+    return list(dict.fromkeys(problems))  # a shared layer's line once, not once per target
+
+
+def _explain_problems(
+    project: Project,
+    up: origin.Upstream,
+    targets: list[configs.Target],
+    problems: list[configs.Problem],
+) -> KxenError:
+    """The bad lines with every other unusable value (the full check); the bad lines
+    alone when the tree's Kconfig cannot even be read."""
+    plain = configs.problems_error(problems, project.root)
+    try:
+        return _explain_lost_values(project, up, targets, plain)
+    except KxenError:
+        return plain
 
 
 def _kconfig_models(
@@ -106,7 +136,13 @@ def check_configs(
     else:
         parts = [_check_arch(job) for job in jobs]
     found = [finding for part in parts for finding in part]
-    return configcheck.report(project.configs_dir, targets, found)
+    report = configcheck.report(project.configs_dir, targets, found)
+    flavours = configs.load_layers(project.configs_dir)
+    report.pending = [
+        f"{e.path.relative_to(project.root)}: CONFIG_{e.symbol}"
+        for e in pending.unreviewed(project.configs_dir, flavours, tree)
+    ]
+    return report
 
 
 @dataclass(frozen=True)
@@ -135,6 +171,19 @@ def explain_symbol(
     return configcheck.explain(project.configs_dir, symbol, targets, tree, models, project.root)
 
 
+@dataclass(frozen=True)
+class SetResult:
+    """What a `config set/unset` wrote and what it did to the final configs."""
+
+    layer: str
+    reach: list[configs.Target]
+    """Every target the layer reaches (more than those asked for: a warning says so)."""
+    edits: list[configedit.Edit]
+    effects: list[configcheck.Effect]
+    changes: list[configcheck.ValueChange]
+    """Every final value that changed, the asked-for symbol's and its parents'."""
+
+
 def set_symbol(
     project: Project,
     up: origin.Upstream,
@@ -142,8 +191,11 @@ def set_symbol(
     value: configs.Value,
     targets: list[configs.Target],
     layer: str | None,
-) -> tuple[configedit.Edit, list[configcheck.Effect]]:
-    """`kxen config set/unset`: validate against Kconfig, write one line, show the effect."""
+    with_deps: bool = False,
+) -> SetResult:
+    """`kxen config set/unset`: validate against Kconfig, find the whole dependency path,
+    write the line (and, `with_deps`, its parents' lines) in one layer and show every
+    value that changed. Nothing stays written when the value cannot be had (exit 4)."""
     flavours = configs.load_layers(project.configs_dir)
     everyone = [
         configs.Target(arch, flavour)
@@ -152,24 +204,152 @@ def set_symbol(
     ]
     chosen = configedit.choose_layer(targets, everyone, flavours, layer)
     touched = configedit.users_of(chosen, everyone, flavours)
+    if set(touched) - set(targets):
+        project.progress.warn(reach_warning(chosen, targets, touched))
     tree, models = _kconfig_models(project, up, touched)
+    _validate_setting(project, symbol, value, targets, tree, models)
+    values = _values_to_write(project, symbol, value, targets, tree, models, with_deps)
+    before = configcheck.final_values(project.configs_dir, touched, tree, models)
+    project.progress.phase("edit", f"{chosen}: CONFIG_{symbol}")
+    edits: list[configedit.Edit] = []
+    try:
+        for name, wanted in values:
+            edits.append(configedit.write_setting(project.configs_dir, chosen, name, wanted))
+        found = configcheck.effects(
+            project.configs_dir, symbol, value, touched, tree, models, project.root
+        )
+        _refuse_lost(symbol, value, [e for e in found if e.target in targets])
+    except BaseException:
+        configedit.revert(edits)
+        raise
+    after = configcheck.final_values(project.configs_dir, touched, tree, models)
+    return SetResult(chosen, touched, edits, found, configcheck.diff_values(before, after))
+
+
+def reach_warning(layer: str, targets: list[configs.Target], touched: list[configs.Target]) -> str:
+    extra = [t for t in touched if t not in targets]
+    names = ", ".join(f"{t.arch}/{t.flavour}" for t in extra)
+    return (
+        f"layer {layer} also reaches {names}, beyond the arches/flavours asked for "
+        "(--layer chooses another)"
+    )
+
+
+def _validate_setting(
+    project: Project,
+    symbol: str,
+    value: configs.Value,
+    targets: list[configs.Target],
+    tree: Path,
+    models: dict[str, KconfigModel],
+) -> None:
+    """Refuse (exit 2) a value no config can give: unknown symbol, wrong type or range, or
+    a symbol without a prompt (its value only ever comes from its defaults)."""
     for explained in configcheck.explain(
         project.configs_dir, symbol, targets, tree, models, project.root
     ):
-        model = models[explained.target.arch]
-        if not model.valid_value(symbol, value):
-            ranges = "; ".join(explained.info.ranges)
+        model, info = models[explained.target.arch], explained.info
+        if info.prompt is None:
+            defaults = " / ".join(info.defaults) or "none"
             raise InputError(
-                f"CONFIG_{symbol}: {configs.show(value)} is not a valid "
-                f"{model.symbol_type(symbol)} value for {explained.target.arch}/"
-                f"{explained.target.flavour}" + (f" (range {ranges})" if ranges else "")
+                f"CONFIG_{symbol} has no prompt: no config can set it, its value comes from "
+                f"its defaults ({defaults}); nothing written",
+                details=[f"defined at {where}" for where in info.definitions],
             )
-    project.progress.phase("edit", f"{chosen}: CONFIG_{symbol}")
-    edit = configedit.write_setting(project.configs_dir, chosen, symbol, value)
-    found = configcheck.effects(
-        project.configs_dir, symbol, value, touched, tree, models, project.root
-    )
-    return edit, found
+        if not model.valid_value(symbol, value):
+            raise InputError(
+                f"CONFIG_{symbol}: {configcheck.value_problem(model, symbol, value)} "
+                f"({explained.target.arch}/{explained.target.flavour}); nothing written"
+            )
+
+
+def _values_to_write(
+    project: Project,
+    symbol: str,
+    value: configs.Value,
+    targets: list[configs.Target],
+    tree: Path,
+    models: dict[str, KconfigModel],
+    with_deps: bool,
+) -> list[tuple[str, configs.Value]]:
+    """The symbol's value, after its parents' when `with_deps`; exit 4 naming the whole
+    path when parents are needed and not asked for, or when no values can give it."""
+    found = deps.plans(project.configs_dir, symbol, value, targets, tree, models)
+    head = f"CONFIG_{deps.Step(symbol, value, ()).describe()}"
+    blocked = configcheck.said_once((p.target, p.blocked) for p in found if p.blocked)
+    if blocked:
+        raise ConfigError(f"{head} cannot be had; nothing written", details=blocked)
+    needing = [p for p in found if p.parents]
+    if needing and not with_deps:
+        details = configcheck.said_once((p.target, p.path()) for p in needing)
+        raise ConfigError(
+            f"{head} needs its dependencies set first (--with-deps sets them all in one step); "
+            "nothing written",
+            details=details,
+        )
+    merged: dict[str, configs.Value] = {}
+    for step in (s for p in found for s in p.parents):
+        if merged.setdefault(step.symbol, step.value) != step.value:
+            raise ConfigError(f"{head}: the arches need different values of {step.symbol}")
+    return [*merged.items(), (symbol, value)]
+
+
+def _refuse_lost(symbol: str, value: configs.Value, found: list[configcheck.Effect]) -> None:
+    lost = [e for e in found if e.actual != e.wanted]
+    if lost:
+        raise ConfigError(
+            f"CONFIG_{symbol} does not take {configs.show(value)}; nothing written",
+            details=configcheck.said_once((e.target, e.outcome()) for e in lost),
+        )
+
+
+def write_pending(
+    project: Project,
+    up: origin.Upstream,
+    targets: list[configs.Target],
+    since: origin.Upstream | None,
+) -> list[Path]:
+    """`kxen config pending`: an entry in configs/pending/ for every symbol the tree asks
+    about that no layer answers (and, with `since`, that the old tree did not define)."""
+    before: dict[str, set[str]] = {}
+    if since is not None:
+        _, old_models = _kconfig_models(project, since, targets)
+        before = {arch: set(model.symbols()) for arch, model in old_models.items()}
+        del old_models  # one tree's models at a time: they are ~60 MiB per arch
+    tree, models = _kconfig_models(project, up, targets)
+    project.progress.phase("pending", "new symbols")
+    found = _new_symbols(project.configs_dir, targets, tree, models, before)
+    label = f"Linux {up.version}" + (f" (not in Linux {since.version})" if since else "")
+    rendered = [
+        (symbol, pending.render(info, values, label))
+        for symbol, (info, values) in sorted(found.items(), key=lambda item: item[0].encode())
+    ]
+    return pending.write(project.configs_dir, rendered)
+
+
+def _new_symbols(
+    configs_dir: Path,
+    targets: list[configs.Target],
+    tree: Path,
+    models: dict[str, KconfigModel],
+    before: dict[str, set[str]],
+) -> dict[str, tuple[SymbolInfo, list[tuple[configs.Target, configs.Value]]]]:
+    """listnewconfig of every olddefconfig target (under allnoconfig an unset symbol is off
+    by design), without the symbols the old tree already had: each symbol as the first
+    target that lists it explains it, with every target's default."""
+    flavours = configs.load_layers(configs_dir)
+    found: dict[str, tuple[SymbolInfo, list[tuple[configs.Target, configs.Value]]]] = {}
+    for target in targets:
+        model = models[target.arch]
+        merged = configs.merge(configs_dir, target, tree, flavours)
+        if merged.resolve != "olddefconfig":
+            continue
+        requested = {s: v.value for s, v in merged.settings.items() if model.defined(s)}
+        model.resolve(requested, merged.resolve)  # explain() shows this target's values
+        for symbol, value in model.new_symbols(requested):
+            if symbol not in before.get(target.arch, ()):
+                found.setdefault(symbol, (model.explain(symbol), []))[1].append((target, value))
+    return found
 
 
 WORKING_TREE = "WORKTREE"

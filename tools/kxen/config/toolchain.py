@@ -81,6 +81,14 @@ PACKAGE_DATABASES = (
 )
 
 
+def compiler(environ: Mapping[str, str] | None = None) -> str | None:
+    """The C compiler the build root chose (`CC=`, e.g. gcc-12 or clang), which Kconfig's
+    probes run instead of `$(CROSS_COMPILE)gcc`; None for the kernel's default. CC is in
+    TOOLCHAIN_VARIABLES, so the fingerprint (and every cache keyed by it) follows it."""
+    env = os.environ if environ is None else environ
+    return env.get("CC") or None
+
+
 def fingerprint(environ: Mapping[str, str] | None = None) -> str:
     """Hex digest of the tool binaries, package databases and toolchain variables."""
     env = os.environ if environ is None else environ
