@@ -41,8 +41,11 @@ def test_results_dir_layout(smoke_build: SmokeBuild, arch: str) -> None:
             f"{smoke_build.nvr}.src.rpm",
             "build.log",
             "kxen-result.json",
+            "ccache.json",  # kxen local compiles through ccache by default
         ]
     )
+    ccache = json.loads((arch_dir / "ccache.json").read_text())
+    assert ccache["hits"] + ccache["misses"] > 1000  # every object of a real kernel
     record = json.loads((arch_dir / "kxen-result.json").read_text())
     assert record["upstream"]["origin"] == "local-tarball"
     assert record["arch"] == arch and record["result"]["ok"] is True

@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -65,10 +65,11 @@ def nightly(project: Project, request: Request, now: dt.datetime | None = None) 
     nightly_dir = fsutil.make_dirs(request.results_root / NIGHTLY_DIR)
     project.reclaim(nightly_dir)
     with exclusive_lock(nightly_dir / ".nightly.lock", f"the nightly of {nightly_dir}"):
-        up = _upstream(project, request.choice)
+        request = replace(request, choice=_pinned(project, request.choice))
+        up = None if isinstance(request.choice, GitSnapshot) else _upstream(project, request.choice)
         digests = key.input_digests(
             project.root,
-            _identity(up),
+            _identity(request.choice, up),
             {"name": request.backend, **request.backend_options},
             {"arches": request.arches, "flavours": request.flavours, "boot": request.boot},
         )
@@ -76,6 +77,7 @@ def nightly(project: Project, request: Request, now: dt.datetime | None = None) 
             done = past.run_with_key(key.key_of(digests))
             if done is not None:
                 raise Unchanged(done)
+            up = up or _upstream(project, request.choice)
             run = _run(project, request, up, digests, past.runs(), now, nightly_dir)
             past.record(run)
             _tell(run, request, nightly_dir, past)
@@ -98,10 +100,26 @@ def _upstream(project: Project, choice: UpstreamChoice) -> Upstream:
         ) from None
 
 
-def _identity(up: Upstream) -> str:
+def _pinned(project: Project, choice: UpstreamChoice) -> UpstreamChoice:
+    """A git ref pinned to its commit: one quick git call decides whether anything changed
+    (the snapshot tarball is made only for a run that builds), and a branch that moves while
+    the run builds does not change what it builds."""
+    if not isinstance(choice, GitSnapshot):
+        return choice
+    from kxen.upstream import snapshot
+
+    try:
+        commit = snapshot.resolve_commit(choice.repo.resolve(), choice.ref, project.runner)
+    except OSError as error:
+        raise NightlyError(f"the nightly cannot start: {choice.repo}: {error}") from None
+    return GitSnapshot(choice.repo, commit)
+
+
+def _identity(choice: UpstreamChoice, up: Upstream | None) -> str:
     """The tree the run builds: the git commit, else the tarball's (or files') digest."""
-    if up.snapshot is not None:
-        return f"git:{up.snapshot.commit}"
+    if isinstance(choice, GitSnapshot):
+        return f"git:{choice.ref}"
+    assert up is not None
     return f"{up.origin}:{up.tarball_sha512 or up.identity}"
 
 

@@ -62,9 +62,7 @@ def make(
     A cached tarball that no longer matches the SHA512 recorded when it was made is set
     aside and made again (the same commit gives the same bytes)."""
     repo = repo.resolve()
-    commit = _git(runner, repo, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
-    if commit is None:
-        raise InputError(f"--ref {ref}: not a commit in {repo}")
+    commit = resolve_commit(repo, ref, runner)
     describe = _git(
         runner, repo, "describe", "--tags", "--long", "--abbrev=12", "--match", "v[0-9]*", commit
     )
@@ -77,6 +75,14 @@ def make(
     stamp = _git(runner, repo, "show", "-s", "--format=%ct", commit) or "0"
     committed = datetime.datetime.fromtimestamp(int(stamp), datetime.UTC).date()
     return Snapshot(repo, commit, describe, version, tarball, committed, digest)
+
+
+def resolve_commit(repo: Path, ref: str, runner: Runner) -> str:
+    """The full hash of the commit `ref` names in `repo` (one quick git call)."""
+    commit = _git(runner, repo, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
+    if commit is None:
+        raise InputError(f"--ref {ref}: not a commit in {repo}")
+    return commit
 
 
 def _version(describe: str, ref: str) -> UpstreamVersion:
