@@ -10,7 +10,9 @@ its revert (a recovery). Between the first two, the same ref again is skipped.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,11 +55,15 @@ class Nights:
 @pytest.fixture(scope="module")
 def linux_git(
     linux_tarball: Path, kxen_cache: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Path:
-    """The 6.1.192 tree committed and tagged v6.1.192, as on kernel.org's stable branch."""
-    return tree_repo(
+) -> Iterator[Path]:
+    """The 6.1.192 tree committed and tagged v6.1.192, as on kernel.org's stable branch;
+    removed after the module, so that the cached tree's files are no longer hard-linked
+    (later tests check that nothing links to the pristine tree)."""
+    repo = tree_repo(
         linux_tarball, kxen_cache, tmp_path_factory.mktemp("stable") / "linux", "v6.1.192"
     )
+    yield repo
+    shutil.rmtree(repo)
 
 
 def change(repo: Path, path: str, old: str, new: str, message: str) -> str:
