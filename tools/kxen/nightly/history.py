@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
 
@@ -81,7 +82,7 @@ class History:
         self.path = path
         try:
             self._db = sqlite3.connect(path, timeout=BUSY_SECONDS, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode = WAL")
+            _patiently(lambda: self._db.execute("PRAGMA journal_mode = WAL"))
             self._db.execute("PRAGMA foreign_keys = ON")
             self._migrate()
         except sqlite3.DatabaseError as exc:
@@ -192,6 +193,21 @@ class History:
     def integrity(self) -> str:
         (result,) = self._db.execute("PRAGMA integrity_check").fetchone()
         return str(result)
+
+
+def _patiently(statement: Callable[[], object]) -> None:
+    """Run `statement`, waiting up to BUSY_SECONDS while another connection holds the
+    lock: SQLite answers a change of journal mode with "locked" at once, without calling
+    the busy handler that waits for other statements."""
+    deadline = time.monotonic() + BUSY_SECONDS
+    while True:
+        try:
+            statement()
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 @contextmanager
