@@ -81,12 +81,22 @@ echo xen > %{buildroot}/boot/xen-4.17.5.gz
 /boot/xen-4.17.5.gz
 """
 
+KERNEL_INSTALL_SCRIPTLETS = """%posttrans
+/usr/bin/kernel-install add %{uname} /boot/vmlinuz-%{uname}
+
+%preun
+/usr/bin/kernel-install remove %{uname}
+"""
+"""How every kernel stand-in installs and removes its boot entry (kernel-install, as
+Fedora's kernel packages do)."""
+
 # Fedora 8's kernel-xen, a variant of the kernel SRPM built from XenSource's 2.6.18 patches
 # forward-ported to 2.6.21: one kernel for dom0 and domU, `uname -r` ending in "xen". Its
 # dependency header is the variants' of that era: `Provides: kernel = %{version}` (what made
 # yum, and makes dnf, keep it as an installonly kernel), `kernel-<arch>` and the xen conflicts.
 OLD_KERNEL_XEN_UNAME = "2.6.21-2950.fc8xen"
-OLD_KERNEL_XEN_SPEC = """
+OLD_KERNEL_XEN_SPEC = (
+    """
 %global debug_package %{nil}
 %global __os_install_post %{nil}
 %global uname 2.6.21-2950.fc8xen
@@ -107,16 +117,14 @@ install -d %{buildroot}/boot %{buildroot}/lib/modules/%{uname}
 echo kernel-xen > %{buildroot}/boot/vmlinuz-%{uname}
 touch %{buildroot}/lib/modules/%{uname}/modules.dep
 
-%posttrans
-/usr/bin/kernel-install add %{uname} /boot/vmlinuz-%{uname}
-
-%preun
-/usr/bin/kernel-install remove %{uname}
-
+"""
+    + KERNEL_INSTALL_SCRIPTLETS
+    + """
 %files
 /boot/vmlinuz-%{uname}
 /lib/modules/%{uname}
 """
+)
 
 
 def rpmbuild(spec_path: Path, topdir: Path, *defines: tuple[str, str]) -> list[Path]:

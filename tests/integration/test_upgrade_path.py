@@ -20,7 +20,7 @@ from kxen.build import spec
 from kxen.upstream.origin import ORIGIN_KERNEL_ORG, Upstream
 from kxen.versions import UpstreamVersion
 
-from ..rpmroots import Root, StandIns, rpmbuild, stand_ins
+from ..rpmroots import KERNEL_INSTALL_SCRIPTLETS, Root, StandIns, rpmbuild, stand_ins
 from ..support import make_checkout
 from ..unit.conftest import kernel_makefile, write_tarball
 from .conftest import SmokeBuild
@@ -28,7 +28,8 @@ from .conftest import SmokeBuild
 pytestmark = pytest.mark.slow
 # The bare-metal kernel as Fedora lays it out for this spec's era: /boot files named by
 # `uname -r` (no variant suffix), modules under /lib/modules, installonly, kernel-install.
-KERNEL_SPEC = """
+KERNEL_SPEC = (
+    """
 %global debug_package %{nil}
 %global __os_install_post %{nil}
 Name: kernel
@@ -49,18 +50,16 @@ echo map > %{buildroot}/boot/System.map-%{uname}
 echo CONFIG_XEN=y > %{buildroot}/boot/config-%{uname}
 touch %{buildroot}/lib/modules/%{uname}/modules.dep
 
-%posttrans
-/usr/bin/kernel-install add %{uname} /boot/vmlinuz-%{uname}
-
-%preun
-/usr/bin/kernel-install remove %{uname}
-
+"""
+    + KERNEL_INSTALL_SCRIPTLETS
+    + """
 %files
 /boot/vmlinuz-%{uname}
 /boot/System.map-%{uname}
 /boot/config-%{uname}
 /lib/modules/%{uname}
 """
+)
 
 # What the spec asks of kbuild, done in a blink: kernelversion/olddefconfig for %prep,
 # bzImage/modules for %build, modules_install for %install.
