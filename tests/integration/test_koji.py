@@ -24,6 +24,8 @@ from kxen import pipeline
 from kxen.build.backends import kojiclient as kojidriver
 from kxen.build.backends.base import Task
 from kxen.build.backends.kojibackend import KojiBackend
+from kxen.build.ccache import Ccache
+from kxen.cli.options import CCACHE_SUBDIR
 from kxen.errors import BuildError, HubError, InputError
 from kxen.support.progress import NullProgress
 
@@ -799,6 +801,7 @@ def test_kernel_xen_smoke_scratch_build_through_hub(
 ) -> None:
     """The real thing once: kxen makes the kernel-xen SRPM, the hub rebuilds it for x86_64."""
     hub.state.add_target("kernel-xen", ["i686", "x86_64"], packages=["kernel-xen"])
+    hub.state.ccache = Ccache(kxen_cache / CCACHE_SUBDIR)  # the smoke build's objects
     os.environ["KXEN_KOJI_PASSWORD"] = PASSWORD
     try:
         results = tmp_path / "results"

@@ -45,7 +45,8 @@ def test_results_dir_layout(smoke_build: SmokeBuild, arch: str) -> None:
         ]
     )
     ccache = json.loads((arch_dir / "ccache.json").read_text())
-    assert ccache["hits"] + ccache["misses"] > 1000  # every object of a real kernel
+    # every compile of a real smoke kernel (980 on i686, 1021 on x86_64; the fake tree has 3)
+    assert ccache["hits"] + ccache["misses"] > 900
     record = json.loads((arch_dir / "kxen-result.json").read_text())
     assert record["upstream"]["origin"] == "local-tarball"
     assert record["arch"] == arch and record["result"]["ok"] is True

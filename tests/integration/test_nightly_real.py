@@ -1,10 +1,11 @@
 """`kxen nightly` on a git repository of the real 6.1 tree: smoke flavour, x86_64, built,
 verified, booted as a PV and a PVH domU, published, compared, reported and notified.
 
-Three kernels, each built once, cheap after the first through the session's ccache:
-a stable snapshot one commit after v6.1.192 (the first nightly), a commit that makes the
-guest panic in its Xen setup (a boot regression, delivered to a webhook and by mail), and
-its revert (a recovery). Between the first two, the same ref again is skipped.
+Two kernels, each built once, cheap through the session's ccache: a stable snapshot one
+commit after v6.1.192 (the first nightly), and a commit that makes the guest panic in its
+Xen setup (a boot regression, delivered to a webhook and by mail). Between the two, the
+same ref again is skipped. The recovery after a revert is the fake tree's story
+(test_nightly.py); a third real kernel would only cost CI minutes.
 """
 
 from __future__ import annotations
@@ -99,9 +100,6 @@ def nights(linux_git: Path, kxen_cache: Path, tmp_path_factory: pytest.TempPathF
             linux_git, MANAGE, SETUP_LINE, PANIC + SETUP_LINE, "xen: panic in guest setup"
         )
         nightly("panic")
-        git(linux_git, "revert", "--no-edit", "HEAD")
-        told.commits["revert"] = git(linux_git, "rev-parse", "HEAD")
-        nightly("revert")
         told.posts = [{"json": request.json()} for request in hook.requests]
         told.mail = mailbox.messages()
     return told
@@ -160,22 +158,11 @@ def test_the_regression_is_in_the_report(nights: Nights) -> None:
     assert "Kernel panic" in html
 
 
-def test_the_regression_and_the_recovery_are_delivered(nights: Nights) -> None:
-    runs = [nights.run(name)["id"] for name in ("panic", "revert")]
-    assert [post["json"]["run"] for post in nights.posts] == runs
-    subjects = [str(message["Subject"]) for message in nights.mail]
-    assert len(subjects) == len(runs)
-    assert all(run in subject for run, subject in zip(runs, subjects, strict=True))
-    body = nights.mail[0].get_content()
+def test_the_regression_is_delivered(nights: Nights) -> None:
+    run = nights.run("panic")["id"]
+    assert [post["json"]["run"] for post in nights.posts] == [run]
+    (message,) = nights.mail
+    assert run in str(message["Subject"])
+    body = message.get_content()
     assert "regression" in body and nights.commits["panic"][:12] in body
-    for name in ("panic", "revert"):
-        assert len([n for n in nights.run(name)["notifications"] if "delivered to" in n]) == 2
-
-
-def test_the_revert_is_a_recovery(nights: Nights) -> None:
-    revert = nights.outcomes["revert"]
-    assert revert.returncode == 0, revert.stderr[-3000:]
-    assert nights.cell("revert")["nvr"] == "kernel-xen-6.1.192-1.git3.smoke"
-    recoveries = [c for c in nights.run("revert")["changes"] if c["kind"] == "recovery"]
-    assert [c["cell"] for c in recoveries] == ["x86_64/smoke"]
-    assert nights.run("revert")["previous"] == nights.run("first")["id"]
+    assert len([n for n in nights.run("panic")["notifications"] if "delivered to" in n]) == 2

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kxen.build.ccache import Ccache
+
 KOJI_VERSION = "1.35.3"
 
 FREE, OPEN, CLOSED, CANCELED, ASSIGNED, FAILED = 0, 1, 2, 3, 4, 5
@@ -128,6 +130,9 @@ class HubState:
     upload_chunks: dict[str, list[int]] = field(default_factory=dict)  # path -> chunk sizes
     run_builds: bool = True  # False: tasks are created but never picked up (benchmarks)
     volumes: list[str] = field(default_factory=lambda: ["DEFAULT"])  # like list_volumes()
+    # A builder whose mock config enables the ccache plugin, as a builder can be set up:
+    # the session's cache, so that a real kernel costs one build per test run.
+    ccache: Ccache | None = None
 
     def add_target(self, name: str, arches: list[str], packages: list[str] | None = None) -> None:
         build_tag, dest_tag = f"{name}-build", name
@@ -748,6 +753,12 @@ class _Api:
             return
         (self.state.topdir / "scratch").mkdir(exist_ok=True)
         topdir = Path(tempfile.mkdtemp(prefix=f"{task.id}-", dir=self.state.topdir / "scratch"))
+        ccache_define: list[str] = []
+        environment = {**os.environ, "LC_ALL": "C"}
+        if self.state.ccache is not None:
+            self.state.ccache.prepare()
+            ccache_define = self.state.ccache.spec_define(f"koji-task-{task.id}")
+            environment.update(self.state.ccache.environment())
         run = subprocess.run(
             [
                 "rpmbuild",
@@ -757,13 +768,14 @@ class _Api:
                 label,
                 "--define",
                 f"_topdir {topdir}",
+                *ccache_define,
                 str(srpm),
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
             check=False,
-            env={**os.environ, "LC_ALL": "C"},
+            env=environment,
         )
         (out / "build.log").write_text(run.stdout)
         (out / "root.log").write_text("\n".join(root_log) + "\n")
