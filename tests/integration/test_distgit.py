@@ -292,3 +292,23 @@ def test_not_the_top_of_a_work_tree_is_refused(
     assert run.returncode == DIST_GIT_FAILED, run.stderr
     assert "not the top of a git work tree" in run.stderr
     assert state(checkout)[2] == ""
+
+
+def test_patch_leading_outside_the_packaging_checkout_is_refused(
+    release: Release, exported: tuple[Path, Any]
+) -> None:
+    checkout = release.clone("outside-patch")
+    packaging = release.work / "packaging-outside-patch"
+    shutil.copytree(release.packaging, packaging)
+    outside = release.work / "outside.patch"
+    shutil.copy2(packaging / "patches" / PATCH, outside)
+    (packaging / "patches" / PATCH).unlink()
+    (packaging / "patches" / PATCH).symlink_to(outside)
+    before = state(checkout)
+    run = run_kxen(
+        "dist-git", checkout, "--flavour", "smoke", "--upstream", release.tarball,
+        repo=packaging, cache=release.cache, env=support.GIT_IDENTITY, check=False,
+    )  # fmt: skip
+    assert run.returncode == 2, run.stderr
+    assert "leads outside the checkout" in run.stderr
+    assert state(checkout) == before
