@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -200,8 +201,13 @@ def test_export_again_is_unchanged_and_a_dropped_patch_is_removed(
 ) -> None:
     checkout = release.clone("second")
     head = support.git(checkout, "rev-parse", "HEAD")
+    killed = checkout / ".git" / "kxen-dist-git-killed.kxen-tmp"  # what a killed export left
+    (killed / "tree").mkdir(parents=True)
+    os.utime(killed, (1_000_000_000, 1_000_000_000))
     same = json.loads(release.export(checkout).stdout)
     assert same["commit"] is None and support.git(checkout, "rev-parse", "HEAD") == head
+    assert not killed.exists()
+    assert any(f"removed {killed}" in warning for warning in same["warnings"])
     packaging = release.work / "packaging-without-patch"
     shutil.copytree(release.packaging, packaging)
     (packaging / "patches" / PATCH).unlink()
@@ -312,3 +318,25 @@ def test_patch_leading_outside_the_packaging_checkout_is_refused(
     assert run.returncode == 2, run.stderr
     assert "leads outside the checkout" in run.stderr
     assert state(checkout) == before
+
+
+def test_commit_git_refuses_leaves_the_checkout_unchanged(
+    release: Release, exported: tuple[Path, Any]
+) -> None:
+    """git refuses to make the commit (no committer name): every file was staged, nothing
+    of the checkout changed."""
+    checkout = release.clone("no-identity")
+    packaging = release.work / "packaging-other-release"
+    shutil.copytree(release.packaging, packaging)
+    manifest = packaging / "kernel-xen.yaml"
+    manifest.write_text(manifest.read_text().replace("release: 1", "release: 2", 1))
+    before = state(checkout)
+    anonymous = {**support.GIT_IDENTITY, "GIT_COMMITTER_NAME": "", "GIT_AUTHOR_NAME": ""}
+    run = run_kxen(
+        "dist-git", checkout, "--flavour", "smoke", "--upstream", release.tarball,
+        repo=packaging, cache=release.cache, env=anonymous, check=False,
+    )  # fmt: skip
+    assert run.returncode == DIST_GIT_FAILED, run.stderr
+    assert "git commit-tree failed" in run.stderr
+    assert state(checkout) == before
+    assert not list((checkout / ".git").glob("kxen-dist-git-*"))

@@ -493,6 +493,7 @@ def export_dist_git(
     lookaside lacks. On any failure the checkout stays as it was."""
     project = source.project
     target = distgit.Checkout(directory, project.runner)
+    project.reclaim(target.git_dir)  # what a killed export left
     with target.locked_scratch() as scratch:
         prepared = prepare(
             project, source.flavour, source.local_tarball, scratch / "configs", source.buildid

@@ -91,7 +91,10 @@ class Checkout:
 
     def _check_top(self) -> Path:
         if self.root.is_symlink() or not self.root.is_dir():
-            raise DistGitError(f"{self.root}: not a directory (a dist-git checkout is one)")
+            raise DistGitError(
+                f"{self.root}: not a directory, or a symbolic link to one (give the "
+                "dist-git checkout's own path)"
+            )
         found = self.runner.run(
             ["git", "-C", str(self.root), "rev-parse", "--show-toplevel", "--absolute-git-dir"],
             check=False,
