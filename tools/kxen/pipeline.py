@@ -527,11 +527,10 @@ def upload_lookaside(
 
 def _lookaside_files(prepared: Prepared) -> list[distgit.LookasideFile]:
     """The upstream files (Source0 and kernel.org's patch), under the names the spec gives them."""
-    up = prepared.upstream
-    named = zip(spec.shipped_names(up), up.files, strict=True)
+    shipped = prepared.sources[: len(prepared.upstream.files)]
     return [
-        distgit.LookasideFile(name, path, sources.file_digest(path, distgit.LOOKASIDE_HASH))
-        for name, path in named
+        distgit.LookasideFile(s.name, s.path, sources.file_digest(s.path, distgit.LOOKASIDE_HASH))
+        for s in shipped
     ]
 
 
