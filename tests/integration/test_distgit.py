@@ -157,9 +157,13 @@ def test_download_in_fedpkg_layout_and_rpmbuild_in_the_checkout(
     with urllib.request.urlopen(url, timeout=30) as answer:
         assert answer.read() == release.tarball.read_bytes()
     checkout = release.clone("built")
+    planted = release.work / "planted.tar.xz"  # a link at the name: replaced, not followed
+    planted.write_text("not yours\n")
+    (checkout / TARBALL).symlink_to(planted)
     fetch = ("lookaside", "download", checkout, "--base", release.server.base_url)
     first = json.loads(release.kxen(*fetch, "--name", PACKAGE, "--json").stdout)
     assert first["files"] == [{"file": TARBALL, "sha512": digest, "downloaded": True}]
+    assert not (checkout / TARBALL).is_symlink() and planted.read_text() == "not yours\n"
     assert (checkout / TARBALL).read_bytes() == release.tarball.read_bytes()
     again = json.loads(release.kxen(*fetch, "--name", PACKAGE, "--json").stdout)
     assert again["files"][0]["downloaded"] is False

@@ -11,6 +11,7 @@ import pytest
 from kxen.build.backends import kojiclient
 from kxen.errors import DistGitError, InputError
 from kxen.release import distgit, lookaside
+from kxen.upstream.sources import SourceEntry
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 DIGEST = "ab" * 64
@@ -130,3 +131,11 @@ def test_lookaside_package_names_are_allowlisted(name: str) -> None:
 def test_lookaside_urls_are_http(url: str) -> None:
     with pytest.raises(InputError):
         lookaside.check_url(url, "lookaside upload URL")
+
+
+def test_download_takes_sha512_entries_only(tmp_path: Path) -> None:
+    """The lookaside is addressed by SHA512: another hash is refused before any request."""
+    entry = SourceEntry("SHA256", "linux-6.1.tar.xz", "ab" * 32)
+    with pytest.raises(InputError, match="SHA512 only"):
+        lookaside.download_sources("http://127.0.0.1:1/repo/pkgs", "rpms/k", [entry], tmp_path)
+    assert list(tmp_path.iterdir()) == []
