@@ -49,7 +49,8 @@ NAME_OPTION = click.option(
 
 def _upload_lines(uploads: list[Uploaded]) -> list[str]:
     return [
-        f"{u.file}: {'uploaded' if u.sent else 'already in the lookaside'} ({u.size >> 20} MiB)"
+        f"{u.file}: {'uploaded' if u.sent else 'already in the lookaside'} "
+        f"({u.size / (1 << 20):.1f} MiB)"
         for u in uploads
     ]
 
