@@ -344,3 +344,17 @@ def test_commit_git_refuses_leaves_the_checkout_unchanged(
     assert "git commit-tree failed" in run.stderr
     assert state(checkout) == before
     assert not list((checkout / ".git").glob("kxen-dist-git-*"))
+
+
+def test_a_second_export_into_a_checkout_being_exported_is_refused(
+    release: Release, exported: tuple[Path, Any]
+) -> None:
+    from kxen.support.fsutil import exclusive_lock
+
+    checkout = release.clone("locked")
+    before = state(checkout)
+    with exclusive_lock(checkout / ".git" / "kxen-dist-git.lock", "an export"):
+        run = release.export(checkout, check=False)
+    assert run.returncode == 7, run.stderr
+    assert f"is locked by PID {os.getpid()}" in run.stderr
+    assert state(checkout) == before
