@@ -36,6 +36,7 @@ def upload_cgi() -> Path:
 class DistGitServer:
     root: Path
     port: int
+    scheme: str = "http"
 
     @property
     def git_root(self) -> Path:
@@ -47,11 +48,11 @@ class DistGitServer:
 
     @property
     def upload_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/repo/pkgs/upload.cgi"
+        return f"{self.scheme}://127.0.0.1:{self.port}/repo/pkgs/upload.cgi"
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/repo/pkgs"
+        return f"{self.scheme}://127.0.0.1:{self.port}/repo/pkgs"
 
     @property
     def log(self) -> Path:
@@ -89,15 +90,18 @@ def write_config(root: Path) -> Path:
 
 
 @contextmanager
-def running(root: Path) -> Iterator[DistGitServer]:
-    """The server started on a free port, stopped (by its PID) when the block ends."""
+def running(root: Path, tls: tuple[Path, Path, Path] | None = None) -> Iterator[DistGitServer]:
+    """The server started on a free port, stopped (by its PID) when the block ends; over
+    HTTPS with `tls` (its certificate, key, and the CA of the client certificates)."""
     (root / "git").mkdir(parents=True)
     (root / "lookaside").mkdir()
     port_file = root / "port"
     env = {**os.environ, "DISTGIT_CONFIG": str(write_config(root))}
     argv = [sys.executable, str(SERVER), str(upload_cgi()), str(root / "lookaside")]
     process = subprocess.Popen(
-        [*argv, str(port_file), str(root / "server.log")], env=env, stdin=subprocess.DEVNULL
+        [*argv, str(port_file), str(root / "server.log"), *map(str, tls or ())],
+        env=env,
+        stdin=subprocess.DEVNULL,
     )
     try:
         deadline = time.monotonic() + START_SECONDS
@@ -105,7 +109,7 @@ def running(root: Path) -> Iterator[DistGitServer]:
             assert process.poll() is None, "the lookaside server died at start"
             assert time.monotonic() < deadline, "the lookaside server did not start"
             time.sleep(0.05)
-        yield DistGitServer(root, int(port_file.read_text()))
+        yield DistGitServer(root, int(port_file.read_text()), "https" if tls else "http")
     finally:
         os.kill(process.pid, signal.SIGTERM)
         process.wait(timeout=10)

@@ -6,14 +6,19 @@ CGI variables in its environment, `$DISTGIT_CONFIG` naming the test's dist-git.c
 `Status:` header becomes the HTTP status. `GET /repo/pkgs/<path>` serves the lookaside
 tree the CGI fills (fedpkg's download URLs), refusing any path that leaves it.
 
-Run as `python lookaside_server.py CGI LOOKASIDE_DIR PORT_FILE LOG`: it listens on a free
-port, writes the port into PORT_FILE and serves until it is terminated.
+Run as `python lookaside_server.py CGI LOOKASIDE_DIR PORT_FILE LOG [CERT KEY CLIENT_CA]`: it
+listens on a free port, writes the port into PORT_FILE and serves until it is terminated.
+With CERT, KEY and CLIENT_CA it serves HTTPS the way dist-git's mod_ssl setup does
+(`SSLVerifyClient optional`, `+StdEnvVars`): a verified client certificate's CN reaches the
+CGI as `SSL_CLIENT_S_DN_CN`, the name it knows the uploader by; over plain HTTP the
+uploader is `REMOTE_USER=packager`.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -70,10 +75,17 @@ class Handler(BaseHTTPRequestHandler):
             "PATH_INFO": "",
             "QUERY_STRING": "",
             "REMOTE_ADDR": self.client_address[0],
-            "REMOTE_USER": "packager",
             "CONTENT_TYPE": self.headers.get("Content-Type", ""),
             "CONTENT_LENGTH": str(length),
+            **self._user(),
         }
+
+    def _user(self) -> dict[str, str]:
+        if not isinstance(self.connection, ssl.SSLSocket):
+            return {"REMOTE_USER": "packager"}
+        subject = (self.connection.getpeercert() or {}).get("subject", ())
+        names = [value for rdn in subject for key, value in rdn if key == "commonName"]
+        return {"HTTPS": "on", **({"SSL_CLIENT_S_DN_CN": names[0]} if names else {})}
 
     def _relay(self, output: bytes) -> None:
         head, _, body = output.replace(b"\r\n", b"\n").partition(b"\n\n")
@@ -111,13 +123,20 @@ class Handler(BaseHTTPRequestHandler):
             log.write(f"{self.address_string()} {format % args}\n")
 
 
-def main(cgi: str, lookaside: str, port_file: str, log: str) -> None:
+def main(cgi: str, lookaside: str, port_file: str, log: str, *tls: str) -> None:
     Handler.cgi, Handler.lookaside, Handler.log = Path(cgi), Path(lookaside), Path(log)
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    if tls:
+        cert, key, client_ca = tls
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert, key)
+        context.load_verify_locations(client_ca)
+        context.verify_mode = ssl.CERT_OPTIONAL
+        server.socket = context.wrap_socket(server.socket, server_side=True)
     Path(port_file + ".tmp").write_text(str(server.server_address[1]))
     os.replace(port_file + ".tmp", port_file)
     server.serve_forever()
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:5])
+    main(*sys.argv[1:])

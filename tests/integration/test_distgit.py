@@ -358,3 +358,25 @@ def test_a_second_export_into_a_checkout_being_exported_is_refused(
     assert run.returncode == 7, run.stderr
     assert f"is locked by PID {os.getpid()}" in run.stderr
     assert state(checkout) == before
+
+
+def test_upload_over_https_with_a_client_certificate(release: Release, tmp_path: Path) -> None:
+    """As Fedora's lookaside: TLS, and the CGI knows the uploader by the client
+    certificate's CN; a server certificate kxen cannot verify fails at once."""
+    from ..kojihub.pki import Pki
+
+    pki = Pki.create(tmp_path / "pki")
+    server_tls = pki.hub_tls()
+    tls = (server_tls.cert, server_tls.key, pki.ca)
+    with distgit.running(tmp_path / "tls-server", tls) as server:
+        server.add_package(NAME)
+        upload = ("lookaside", "upload", release.tarball, "--url", server.upload_url,
+                  "--name", PACKAGE, "--cert", pki.client_pem("releng"))  # fmt: skip
+        unverified = release.kxen(*upload, check=False)
+        assert unverified.returncode == LOOKASIDE_FAILED, unverified.stderr
+        assert "CERTIFICATE_VERIFY_FAILED" in unverified.stderr
+        sent = json.loads(release.kxen(*upload, "--ca", pki.ca, "--json").stdout)
+        assert [u["sent"] for u in sent["uploads"]] == [True]
+        assert "[username=releng] Stored" in server.log.read_text()
+        stored = server.stored(NAME, TARBALL, sha512(release.tarball))
+        assert stored.read_bytes() == release.tarball.read_bytes()
