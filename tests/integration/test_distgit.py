@@ -131,7 +131,7 @@ def test_sources_file_is_in_rpkg_format(exported: tuple[Path, dict[str, Any]]) -
 def test_upload_stores_the_tarball_and_skips_it_when_present(
     release: Release, exported: tuple[Path, dict[str, Any]]
 ) -> None:
-    _, report = exported
+    checkout, report = exported
     digest = sha512(release.tarball)
     assert report["uploads"] == [
         {"file": TARBALL, "sha512": digest, "sent": True, "size": release.tarball.stat().st_size}
@@ -140,9 +140,9 @@ def test_upload_stores_the_tarball_and_skips_it_when_present(
     assert stored.read_bytes() == release.tarball.read_bytes()
     before = stored.stat()
     uploads_before = release.server.log.read_text().count("Processing upload request")
-    again = release.kxen(
+    again = run_kxen(  # from the dist-git checkout: no kernel-xen checkout needed
         "lookaside", "upload", release.tarball, "--url", release.server.upload_url,
-        "--name", PACKAGE, "--json",
+        "--name", PACKAGE, "--json", repo=checkout, cache=release.cache,
     )  # fmt: skip
     assert [u["sent"] for u in json.loads(again.stdout)["uploads"]] == [False]
     assert release.server.log.read_text().count("Processing upload request") == uploads_before

@@ -114,16 +114,19 @@ def lookaside_group() -> None:
 def lookaside_upload(
     options: Options, files: tuple[Path, ...], url: str, name: str | None, tls: Tls
 ) -> None:
-    """Upload FILES (under their own names, with their SHA512) unless the lookaside has them."""
-    from kxen import pipeline
+    """Upload FILES (under their own names, with their SHA512) unless the lookaside has them.
+
+    Works outside a kernel-xen checkout when --name is given (a dist-git checkout)."""
+    from kxen import manifest, pipeline
     from kxen.release.distgit import LOOKASIDE_HASH, LookasideFile
     from kxen.release.lookaside import Uploader
     from kxen.upstream.sources import file_digest
 
-    with open_project(options) as project:
-        uploader = Uploader(url, name or project.manifest.name, tls, project.progress.transfer)
+    package = name or manifest.load(options.repo / manifest.MANIFEST_NAME).name
+    with open_progress(options) as progress:
+        uploader = Uploader(url, package, tls, progress.transfer)
         items = [LookasideFile(p.name, p, file_digest(p, LOOKASIDE_HASH)) for p in files]
-        uploads = pipeline.upload_lookaside(uploader, items, project.progress)
+        uploads = pipeline.upload_lookaside(uploader, items, progress)
     emit(
         options,
         {"uploads": [dataclasses.asdict(u) for u in uploads]},
