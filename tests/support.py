@@ -40,16 +40,27 @@ def make_checkout(target: Path) -> Path:
     return target
 
 
+GIT_IDENTITY = {
+    "GIT_AUTHOR_NAME": "t",
+    "GIT_AUTHOR_EMAIL": "t@example.org",
+    "GIT_COMMITTER_NAME": "t",
+    "GIT_COMMITTER_EMAIL": "t@example.org",
+    "GIT_AUTHOR_DATE": "2026-01-15T12:00:00Z",
+    "GIT_COMMITTER_DATE": "2026-01-15T12:00:00Z",
+}
+"""Who commits in the tests' git repositories, and when."""
+
+
 def git(repo: Path, *args: str) -> str:
-    env = {
-        **os.environ,
-        "GIT_AUTHOR_NAME": "t",
-        "GIT_AUTHOR_EMAIL": "t@example.org",
-        "GIT_COMMITTER_NAME": "t",
-        "GIT_COMMITTER_EMAIL": "t@example.org",
-        "GIT_AUTHOR_DATE": "2026-01-15T12:00:00Z",
-        "GIT_COMMITTER_DATE": "2026-01-15T12:00:00Z",
-    }
+    env = {**os.environ, **GIT_IDENTITY}
     return subprocess.run(
         ["git", "-C", str(repo), *args], env=env, check=True, capture_output=True, text=True
     ).stdout.strip()
+
+
+def shared_dir() -> Path:
+    """The steering repository's read-only `shared/` (third-party sources the tests run):
+    `$KXEN_SHARED_DIR`, else beside the checkout (where CI lays it)."""
+    found = Path(os.environ.get("KXEN_SHARED_DIR") or REPO.parent / "shared")
+    assert (found / "third_party").is_dir(), f"{found}: no shared/third_party (set KXEN_SHARED_DIR)"
+    return found

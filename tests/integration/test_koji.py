@@ -759,6 +759,29 @@ def test_release_build_from_scm_url(
         os.environ.pop("KXEN_KOJI_PASSWORD", None)
 
 
+def test_release_build_from_dist_git_url(
+    hub: Hub, koji_config: Path, tiny_srpm: Path, tmp_path: Path, kxen_cache: Path
+) -> None:
+    """`kxen build --dist-git git://...#<commit>` submits that URL as `fedpkg build` does;
+    git+file:// is refused before anything reaches the hub (kojid refuses it)."""
+    commit = "89abcdef0123456789abcdef0123456789abcdef"
+    url = "git://pkgs.example.org/rpms/kernel-xen.git"
+    hub.state.scm_srpms[f"{url}#{commit}"] = tiny_srpm
+    common = ["--profile", PROFILE, "--koji-config", str(koji_config), "--user", USER]
+    env = {"KXEN_KOJI_PASSWORD": PASSWORD}
+    results = tmp_path / "results"
+    args = ["build", *common, "--target", TARGET, "--results", results, "--json"]
+    built = run_kxen(*args, "--dist-git", f"{url}#{commit}", cache=kxen_cache, env=env)
+    (task,) = hub.state.build_tasks()
+    assert task.request[0] == f"{url}#{commit}"
+    assert json.loads(built.stdout)["nvr"] == "tiny-1.0-1"
+    local = f"git+file://{tmp_path}/kernel-xen.git#{commit}"
+    refused = run_kxen(*args, "--dist-git", local, cache=kxen_cache, env=env, check=False)
+    assert refused.returncode == 2, refused.stderr
+    assert "kojid refuses git+file://" in json.loads(refused.stdout)["error"]
+    assert len(hub.state.build_tasks()) == 1
+
+
 def test_release_build_of_uploaded_srpm_is_refused(
     hub: Hub, koji_config: Path, tiny_srpm: Path
 ) -> None:

@@ -26,6 +26,8 @@ class ExitCode(IntEnum):
     HUB = 12  # the koji hub stayed unreachable/offline after retries, or refused the login
     VERIFY = 13  # `kxen verify`: a built RPM failed a check
     BOOT = 14  # `kxen boot-test`: the kernel did not boot to its marker as the expected guest
+    DIST_GIT = 15  # `kxen dist-git`: the target is no clean git work tree, or git refused
+    LOOKASIDE = 16  # the lookaside refused an upload or download, or stayed unreachable
     HANGUP = 129  # SIGHUP (the terminal or the session went away)
     INTERRUPTED = 130  # SIGINT
     TERMINATED = 143  # SIGTERM
@@ -107,6 +109,20 @@ class HubError(KxenError):
     """The koji hub could not be reached (after bounded retries) or refused us."""
 
     exit_code = ExitCode.HUB
+
+
+class DistGitError(KxenError):
+    """The dist-git checkout cannot take an export: not the top of a git work tree, has
+    uncommitted changes, or git refused the commit. The checkout is left as it was."""
+
+    exit_code = ExitCode.DIST_GIT
+
+
+class LookasideError(KxenError):
+    """The lookaside cache (dist-git's upload.cgi, or its download tree) refused or could
+    not be reached after retries."""
+
+    exit_code = ExitCode.LOOKASIDE
 
 
 class Interrupted(KxenError):

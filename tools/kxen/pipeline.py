@@ -31,6 +31,7 @@ from kxen.project import (
     resolve_upstream,
     srpm_mib,
 )
+from kxen.release import distgit, lookaside
 from kxen.support import fsutil, inputs
 from kxen.support.fsutil import atomic_write_text, scratch_dir
 from kxen.support.progress import Progress
@@ -463,3 +464,99 @@ def _collect_arch(
         outcome = arch.collect(staging, progress)
         results.publish_arch(staging, nvr_dir, outcome, {**record, **arch.record}, srpm_path)
     return outcome
+
+
+# --- dist-git ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DistGitExport:
+    """What `kxen dist-git` committed (`commit` None: the checkout held it already)."""
+
+    checkout: Path
+    nvr: str
+    commit: str | None
+    files: list[str]
+    removed: list[str]
+    lookaside_files: list[distgit.LookasideFile]
+    uploads: list[lookaside.Uploaded]
+
+
+def export_dist_git(
+    source: Checkout,
+    directory: Path,
+    uploader: lookaside.Uploader | None = None,
+) -> DistGitExport:
+    """`kxen dist-git`: the spec, the generated configs, the patches, `sources` and
+    `.gitignore` committed into a clean dist-git checkout as one commit; with `uploader`,
+    the upstream files go to the lookaside first, so that no commit names a file the
+    lookaside lacks. On any failure the checkout stays as it was."""
+    project = source.project
+    target = distgit.Checkout(directory, project.runner)
+    project.reclaim(target.git_dir)  # what a killed export left
+    with target.locked_scratch() as scratch:
+        prepared = prepare(
+            project, source.flavour, source.local_tarball, scratch / "configs", source.buildid
+        )
+        upstream = _lookaside_files(prepared)
+        blobs = _staged(project, prepared, upstream, target, scratch / "tree")
+        uploads = upload_lookaside(uploader, upstream, project.progress) if uploader else []
+        project.progress.phase("commit", str(directory))
+        origin_text = ", ".join(spec.shipped_names(prepared.upstream))
+        message = distgit.commit_message(
+            prepared.nvr, distgit.source_commit(project.root, project.runner), origin_text
+        )
+        done = target.commit(blobs, message, scratch)
+    return DistGitExport(
+        directory, prepared.nvr, done.commit, sorted(b.name for b in blobs),
+        list(done.removed), upstream, uploads,
+    )  # fmt: skip
+
+
+def upload_lookaside(
+    uploader: lookaside.Uploader, files: list[distgit.LookasideFile], progress: Progress
+) -> list[lookaside.Uploaded]:
+    """Each file to the lookaside unless it has it (`kxen dist-git --upload`, `kxen
+    lookaside upload`)."""
+    uploads = []
+    for item in files:
+        progress.phase("lookaside", item.name)
+        uploads.append(uploader.upload(item.path, item.name, item.sha512))
+    return uploads
+
+
+def _lookaside_files(prepared: Prepared) -> list[distgit.LookasideFile]:
+    """The upstream files (Source0 and kernel.org's patch), under the names the spec gives them."""
+    shipped = prepared.sources[: len(prepared.upstream.files)]
+    return [
+        distgit.LookasideFile(s.name, s.path, sources.file_digest(s.path, distgit.LOOKASIDE_HASH))
+        for s in shipped
+    ]
+
+
+def _staged(
+    project: Project,
+    prepared: Prepared,
+    upstream: list[distgit.LookasideFile],
+    target: distgit.Checkout,
+    staging: Path,
+) -> list[distgit.Blob]:
+    """Every file the commit holds, written into `staging` (the configs where kxen
+    generated them); patches are read through the checkout's input gate."""
+    fsutil.make_dirs(staging)
+    texts = {f"{project.manifest.name}.spec": prepared.spec_text}
+    blobs = [distgit.Blob(path.name, path) for path in prepared.config_files]
+    for patch in prepared.spec_inputs.patches:
+        data = inputs.read_bytes(patch.path, project.root, inputs.PATCH_FILE)
+        fsutil.atomic_write_bytes(staging / patch.name, data)
+        blobs.append(distgit.Blob(patch.name, staging / patch.name))
+    blobs += [distgit.Blob(name, staging / name) for name in texts]
+    distgit.check_names(blobs, upstream)
+    head = target.head()
+    texts[distgit.SOURCES] = distgit.sources_text(upstream)
+    previous_ignore = target.committed_text(head, distgit.GITIGNORE)
+    texts[distgit.GITIGNORE] = distgit.gitignore_text(previous_ignore, upstream)
+    texts[distgit.RECORD] = distgit.record_text(b.name for b in blobs)
+    for name, text in texts.items():
+        atomic_write_text(staging / name, text)
+    return [*blobs, *(distgit.Blob(n, staging / n) for n in distgit.RESERVED)]

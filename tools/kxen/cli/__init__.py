@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from kxen.cli import build, config, hub, inspect, nightly, patches, sources  # noqa: F401 (they register)
+from kxen.cli import build, config, hub, inspect, nightly, patches, release, sources  # noqa: F401
 from kxen.cli.app import main_group
 from kxen.cli.output import Options, fail
 from kxen.errors import InputError, Interrupted

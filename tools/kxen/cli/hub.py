@@ -187,9 +187,18 @@ def scratch_build(
     help="git+https:// URL of this repository as koji fetches it (default: the origin remote).",
 )
 @click.option(
+    "--dist-git",
+    "dist_git",
+    default=None,
+    metavar="URL[#COMMIT]",
+    help="Build this dist-git instead (`kxen dist-git` exported and pushed it), as fedpkg "
+    "build does: git://host/rpms/kernel-xen.git#<commit>.",
+)
+@click.option(
     "--commit",
     default=None,
-    help="The pushed commit to build (default: HEAD, which must be clean).",
+    help="The pushed commit to build (default: HEAD of this checkout, which must be clean; "
+    "with --dist-git, the URL's #commit).",
 )
 @click.option("--nowait", is_flag=True, help="Submit and print the task id without watching.")
 @click.option(
@@ -201,18 +210,28 @@ def release_build(
     hub: HubChoice,
     target: str | None,
     scm_url: str | None,
+    dist_git: str | None,
     commit: str | None,
     nowait: bool,
     cancel_on_interrupt: bool,
     results_root: Path,
 ) -> None:
-    """Release (non-scratch) build on a koji hub from this repository's SCM URL."""
+    """Release (non-scratch) build on a koji hub of a dist-git commit (--dist-git), or of
+    this repository's SCM URL."""
     from kxen import pipeline
     from kxen.build.backends.base import Scm
+    from kxen.build.backends.kojiclient import dist_git_url
     from kxen.build.backends.kojiclient import scm_url as checkout_url
+    from kxen.errors import InputError
 
+    if dist_git and scm_url:
+        raise InputError("--dist-git and --scm-url exclude each other")
     with open_project(options) as project:
-        source = Scm(checkout_url(project.root, project.runner, scm_url, commit))
+        source = Scm(
+            dist_git_url(dist_git, commit)
+            if dist_git
+            else checkout_url(project.root, project.runner, scm_url, commit)
+        )
         name = project.manifest.name
         backend = _koji_backend(
             hub,

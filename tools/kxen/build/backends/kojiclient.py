@@ -599,11 +599,7 @@ def scm_url(repo: Path, runner: Runner, url: str | None, commit: str | None) -> 
         url = remote.output.strip().splitlines()[-1]
     if url.startswith(("https://", "http://")):
         url = f"git+{url}"
-    if not url.startswith(("git+https://", "git+http://", "git://", "git+file://")):
-        raise InputError(
-            f"SCM URL {url!r}: koji fetches anonymously, give a git+https:// URL (--scm-url)"
-        )
-    url = url.split("#", 1)[0]
+    url = check_scm_url(url, "--scm-url")
     if commit is None:
         dirty = runner.run(
             ["git", "-C", repo, "status", "--porcelain", "--untracked-files=no"], check=False
@@ -617,6 +613,47 @@ def scm_url(repo: Path, runner: Runner, url: str | None, commit: str | None) -> 
             )
         head = runner.run(["git", "-C", repo, "rev-parse", "HEAD"], check=False)
         commit = head.output.strip().splitlines()[-1] if head.ok else ""
-    if not re.fullmatch(r"[0-9a-f]{7,40}", commit or ""):
+    return f"{url}#{check_commit(commit)}"
+
+
+KOJID_SCM_SCHEMES = ("git://", "git+http://", "git+https://", "git+rsync://")
+"""What kojid's SCM checkout fetches; it refuses git+file:// and every other scheme."""
+_URL_UNSAFE = re.compile(r"[\s\x00-\x1f\x7f'\"\\`;|&$<>]")
+
+
+def check_scm_url(url: str, what: str) -> str:
+    """`url` without its `#fragment`, if kojid can check it out anonymously."""
+    base = url.split("#", 1)[0]
+    if base.startswith("git+file://"):
+        raise InputError(
+            f"{what} {url!r}: kojid refuses git+file:// (it checks out "
+            f"{', '.join(KOJID_SCM_SCHEMES)}); serve the repository with git daemon or http"
+        )
+    if not base.startswith(KOJID_SCM_SCHEMES) or len(base) <= len("git://"):
+        raise InputError(
+            f"{what} {url!r}: koji fetches anonymously, give a git+https:// URL (or git://)"
+        )
+    if _URL_UNSAFE.search(url):
+        raise InputError(f"{what} {url!r}: holds whitespace, a quote or a shell character")
+    return base
+
+
+def check_commit(commit: str | None) -> str:
+    if commit is None or not re.fullmatch(r"[0-9a-f]{7,40}|[0-9a-f]{64}", commit):
         raise InputError(f"commit {commit!r}: expected a commit hash (7 to 40 hex digits)")
-    return f"{url}#{commit}"
+    return commit
+
+
+def dist_git_url(url: str, commit: str | None) -> str:
+    """`git://host/rpms/kernel-xen.git#<commit>` of a dist-git, as `fedpkg build` submits
+    it: the commit from the URL's `#fragment` or from `commit` (both only if equal). kojid
+    checks it out, finds the spec in its root and fetches the lookaside files with its
+    `source_cmd`."""
+    base = check_scm_url(url, "--dist-git")
+    fragment = url.partition("#")[2] or None
+    if fragment and commit and fragment != commit:
+        raise InputError(f"--dist-git {url!r} names commit {fragment}, --commit {commit}")
+    chosen = fragment or commit
+    if chosen is None:
+        raise InputError(f"--dist-git {url!r}: name the commit to build (URL#<commit> or --commit)")
+    return f"{base}#{check_commit(chosen)}"
