@@ -60,7 +60,21 @@ def git(repo: Path, *args: str) -> str:
 
 def shared_dir() -> Path:
     """The steering repository's read-only `shared/` (third-party sources the tests run):
-    `$KXEN_SHARED_DIR`, else beside the checkout (where CI lays it)."""
-    found = Path(os.environ.get("KXEN_SHARED_DIR") or REPO.parent / "shared")
-    assert (found / "third_party").is_dir(), f"{found}: no shared/third_party (set KXEN_SHARED_DIR)"
-    return found
+    `$KXEN_SHARED_DIR`, else beside the checkout (where CI lays it), else beside the
+    repository this checkout was cloned from (a clean clone made elsewhere, e.g. /tmp)."""
+    candidates = [REPO.parent / "shared", _origin_parent() / "shared"]
+    if os.environ.get("KXEN_SHARED_DIR"):
+        candidates.insert(0, Path(os.environ["KXEN_SHARED_DIR"]))
+    for found in candidates:
+        if (found / "third_party").is_dir():
+            return found
+    raise AssertionError(f"no shared/third_party in {candidates} (set KXEN_SHARED_DIR)")
+
+
+def _origin_parent() -> Path:
+    origin = subprocess.run(
+        ["git", "-C", str(REPO), "config", "--get", "remote.origin.url"],
+        capture_output=True, text=True, check=False,
+    ).stdout.strip()  # fmt: skip
+    local = Path(origin.removeprefix("file://"))
+    return local.parent if local.is_absolute() else REPO.parent
