@@ -791,8 +791,12 @@ def test_scm_url_from_checkout(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="uncommitted changes"):
         kojidriver.scm_url(tmp_path, runner, None, None)
     assert kojidriver.scm_url(tmp_path, runner, None, head[:12]).endswith(f"#{head[:12]}")
-    with pytest.raises(InputError, match="give a git\\+https:// URL"):
-        kojidriver.scm_url(tmp_path, runner, "git@example.org:kernel-xen.git", head)
+    for refused in ("git@example.org:kernel-xen.git", f"git+file://{tmp_path}"):
+        with pytest.raises(InputError, match=r"kojid fetches only git://\.\.\., git\+http://"):
+            kojidriver.scm_url(tmp_path, runner, refused, head)
+    for scheme in ("git://", "git+rsync://", "git+http://"):
+        url = kojidriver.scm_url(tmp_path, runner, f"{scheme}example.org/kernel-xen.git", head)
+        assert url == f"{scheme}example.org/kernel-xen.git#{head}"
 
 
 @pytest.mark.slow

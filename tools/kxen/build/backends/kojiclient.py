@@ -45,6 +45,12 @@ STATE_NAMES = {0: "free", 1: "open", 2: "closed", 3: "canceled", 4: "assigned", 
 CLOSED, CANCELED, FAILED = 2, 3, 5
 DONE = (CLOSED, CANCELED, FAILED)
 LOG_TAIL = 20
+TAILED_LOGS = ("build.log", "root.log", "mock_output.log", "checkout.log")
+"""A failed task's logs whose last lines explain it, in this order: rpmbuild's and mock's
+for a failed build; kojid's capture of mock's output and its SCM checkout's log for a
+failed SRPM step, whose cause is often only there."""
+SCM_SCHEMES = ("git://", "git+http://", "git+https://", "git+rsync://")
+"""The git URLs kojid's SCM class fetches (koji/daemon.py: SCM.types)."""
 # A real hub's clock may differ from ours: look back this far when reconciling.
 CLOCK_SLACK = 600.0
 KOJI_UPLOAD_BLOCKSIZE = 1 << 20
@@ -283,8 +289,10 @@ class KojiDriver:
         function = getattr(self.session, method)
         try:
             return self._retrying(method, lambda: function(*args, **kwargs))
-        except koji.AuthError as exc:
-            raise HubError(f"{method}: the hub refused us: {exc}") from None
+        except (koji.AuthError, koji.ActionNotAllowed) as exc:
+            # AuthError covers AuthExpired (after the client's own renewal failed) and
+            # SequenceError (an old callnum); ActionNotAllowed is e.g. an upload without login
+            raise HubError(f"{method}: the hub refused us: {neutralise(str(exc))}") from None
 
     # --- session -----------------------------------------------------------
 
@@ -422,7 +430,8 @@ class KojiDriver:
         info = self._call("getTaskInfo", task_id)
         if not info:
             raise InputError(f"koji task {task_id} does not exist on {self.profile.server}")
-        children = self._call("getTaskChildren", task_id)
+        # the hub lists children in no particular order: show them in creation order
+        children = sorted(self._call("getTaskChildren", task_id), key=lambda c: int(c["id"]))
         now = time.time()
         return TaskTree(
             TaskView.of(info, now), tuple(TaskView.of(child, now) for child in children)
@@ -486,7 +495,7 @@ class KojiDriver:
         failures = []
         for child in failed:
             logs = {}
-            for log in ("build.log", "root.log"):
+            for log in TAILED_LOGS:
                 try:
                     logs[log] = log_tail(self._call("downloadTaskOutput", child.id, log))
                 except koji.GenericError:
@@ -599,9 +608,11 @@ def scm_url(repo: Path, runner: Runner, url: str | None, commit: str | None) -> 
         url = remote.output.strip().splitlines()[-1]
     if url.startswith(("https://", "http://")):
         url = f"git+{url}"
-    if not url.startswith(("git+https://", "git+http://", "git://", "git+file://")):
+    if not url.startswith(SCM_SCHEMES):
         raise InputError(
-            f"SCM URL {url!r}: koji fetches anonymously, give a git+https:// URL (--scm-url)"
+            f"SCM URL {neutralise(url)!r}: kojid fetches only "
+            f"{', '.join(s + '...' for s in SCM_SCHEMES)} URLs, anonymously "
+            "(a path on this machine is not one the builder can reach): give --scm-url"
         )
     url = url.split("#", 1)[0]
     if commit is None:
