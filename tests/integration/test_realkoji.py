@@ -7,13 +7,14 @@ The scratch builds use a tiny package, and the kernel-xen SRPM of the fake Linux
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from kxen.build.backends import kojiclient
+from kxen.errors import HubError
 
 from ..realkoji import TARGET, USER, RealKoji
 from ..realkoji.stack import PASSWORD, running
@@ -108,3 +109,92 @@ def test_scratch_build_of_kernel_xen_through_real_koji(
         kxen("koji", "watch", str(task_id), "--json", config=koji_config, cache=kxen_cache).stdout
     )
     assert watched["state"] == "closed"
+
+
+# --- what the real hub does that the imitation got wrong (issue 15) ------------------
+
+FAILS_IN_KOJI = TINY_SPEC.replace(
+    "%description",
+    '%if "%{?vendor}" == "Koji"\n%{error:tiny refuses to build in koji}\n%endif\n\n%description',
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_srpm(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_srpm(tmp_path_factory.mktemp("tiny"), TINY_SPEC)
+
+
+def driver(config: Path, password: str | None = PASSWORD) -> kojiclient.KojiDriver:
+    profile = kojiclient.load_profile(PROFILE, config, USER, password)
+    return kojiclient.KojiDriver(
+        profile, patience=kojiclient.Patience(total=120, first=1, longest=4), poll_interval=0.5
+    )
+
+
+def test_a_failed_srpm_step_shows_mock_output(
+    realkoji: RealKoji, koji_config: Path, kxen_cache: Path, tmp_path: Path
+) -> None:
+    """rebuildSRPM's rpmbuild fails inside the build root: its message is only in
+    kojid's mock_output.log, which kxen now tails along with build.log and root.log."""
+    srpm = make_srpm(tmp_path / "src", FAILS_IN_KOJI)
+    failed = kxen(
+        "scratch-build", "--target", TARGET, "--srpm", srpm, "--results", tmp_path / "r",
+        "--json", config=koji_config, cache=kxen_cache, check=False,
+    )  # fmt: skip
+    assert failed.returncode == 5, failed.stderr
+    payload = json.loads(failed.stdout)
+    (failure,) = payload["failures"]
+    assert failure["arch"] == "srpm"
+    assert failure["fault"].startswith("error building srpm, mock exited with status 1")
+    assert any(
+        "tiny refuses to build in koji" in line for line in failure["logs"]["mock_output.log"]
+    )
+    assert "mock_output.log (last" in failed.stderr
+    assert "tiny refuses to build in koji" in failed.stderr
+
+
+def test_policy_refusal_and_bad_target_are_failed_tasks_with_kojis_text(
+    realkoji: RealKoji, koji_config: Path, tiny_srpm: Path
+) -> None:
+    """The hub's build() checks neither: the task is created and fails in kojid."""
+    koji = driver(koji_config)
+    koji.login()
+    release = koji.submit(koji.upload(tiny_srpm), TARGET, {})
+    with pytest.raises(kojiclient.RemoteBuildFailed) as refused:
+        koji.watch(release)
+    assert refused.value.exit_code == 5
+    assert refused.value.message == (
+        f"koji task {release} failed: policy violation (build_from_srpm): "
+        "Only admin can do this via default policy"
+    )
+    unknown = koji.submit(koji.upload(tiny_srpm), "no-such-target", kojiclient.scratch_opts([]))
+    with pytest.raises(kojiclient.RemoteBuildFailed) as bad:
+        koji.watch(unknown)
+    assert bad.value.message == f"koji task {unknown} failed: unknown build target: no-such-target"
+
+
+def test_an_expired_session_is_renewed(
+    realkoji: RealKoji, koji_config: Path, tiny_srpm: Path
+) -> None:
+    koji = driver(koji_config)
+    koji.login()
+    realkoji.db.sql(
+        "koji",
+        "UPDATE sessions SET expired = TRUE "
+        f"WHERE user_id = (SELECT id FROM users WHERE name = '{USER}')",
+    )
+    src = koji.upload(tiny_srpm)  # AuthExpired: koji's client logs in again (renew)
+    assert (realkoji.topdir / "work" / src).read_bytes() == tiny_srpm.read_bytes()
+
+
+def test_an_old_callnum_is_a_hub_error(
+    realkoji: RealKoji, koji_config: Path, tiny_srpm: Path
+) -> None:
+    """The hub stores a session's callnum with a state-changing call (here build()): an
+    older one after that is koji's SequenceError, reported as the hub refusing us."""
+    koji = driver(koji_config)
+    koji.login()
+    koji.submit(koji.upload(tiny_srpm), "no-such-target", kojiclient.scratch_opts([]))
+    koji.session.callnum -= 2
+    with pytest.raises(HubError, match=r"getBuildTarget: the hub refused us: \d+ > \d+ \(session"):
+        koji.check_target(TARGET)
