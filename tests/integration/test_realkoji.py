@@ -19,7 +19,7 @@ from kxen.errors import HubError
 from ..realkoji import TARGET, USER, RealKoji
 from ..realkoji.stack import PASSWORD, running
 from .conftest import run_kxen, smoke_srpm
-from .test_koji import TINY_SPEC
+from .test_koji import TINY_SPEC, assert_refusals_as_koji
 
 PROFILE = "realkoji"
 pytestmark = pytest.mark.slow
@@ -198,3 +198,9 @@ def test_an_old_callnum_is_a_hub_error(
     koji.session.callnum -= 2
     with pytest.raises(HubError, match=r"getBuildTarget: the hub refused us: \d+ > \d+ \(session"):
         koji.check_target(TARGET)
+
+
+def test_the_imitations_refusals_are_the_real_hubs(realkoji: RealKoji) -> None:
+    """The same raw calls test_koji.py sends to tests/kojihub, answered by koji's hub."""
+    session = realkoji.session(USER, PASSWORD)
+    assert_refusals_as_koji(realkoji.url, session, TARGET)
