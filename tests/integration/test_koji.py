@@ -657,6 +657,18 @@ def test_upload_survives_a_dropped_connection(hub: Hub, koji_config: Path, tiny_
     assert uploaded.read_bytes() == tiny_srpm.read_bytes()
 
 
+def test_upload_of_a_missing_srpm_fails_at_once(
+    hub: Hub, koji_config: Path, tmp_path: Path
+) -> None:
+    """A local file error is not a hub outage: no retries for the hub's patience."""
+    sleeps = Sleeps()
+    driver = make_driver(koji_config, sleeps)
+    driver.login()
+    with pytest.raises(InputError, match=r"uploadWrapper: No such file or directory: .*gone"):
+        driver.upload(tmp_path / "gone-1.0-1.src.rpm")
+    assert sleeps.delays == []
+
+
 def _random_file(path: Path, mib: int) -> Path:
     path.write_bytes(os.urandom(mib << 20))
     return path

@@ -49,6 +49,9 @@ TAILED_LOGS = ("build.log", "root.log", "mock_output.log", "checkout.log")
 """A failed task's logs whose last lines explain it, in this order: rpmbuild's and mock's
 for a failed build; kojid's capture of mock's output and its SCM checkout's log for a
 failed SRPM step, whose cause is often only there."""
+LOCAL_FILE_ERRORS = (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
+"""OSErrors of local files, which retrying cannot mend (a connection error is also an
+OSError, and is retried)."""
 SCM_SCHEMES = ("git://", "git+http://", "git+https://", "git+rsync://")
 """The git URLs kojid's SCM class fetches (koji/daemon.py: SCM.types)."""
 # A real hub's clock may differ from ours: look back this far when reconciling.
@@ -256,6 +259,9 @@ class KojiDriver:
                 raise download.Transient(f"the hub is offline ({exc})") from exc
             except koji.GenericError:
                 raise
+            except LOCAL_FILE_ERRORS as exc:
+                # a file of ours (the SRPM being uploaded), not the network: no retry
+                raise InputError(f"{what}: {exc.strerror}: {exc.filename}") from None
             except (OSError, http.client.HTTPException, xmlrpc.client.ProtocolError) as exc:
                 refused = download.tls_refusal(exc)
                 if refused is not None:
