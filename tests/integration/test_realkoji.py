@@ -7,7 +7,9 @@ The scratch builds use a tiny package, and the kernel-xen SRPM of the fake Linux
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,9 +18,9 @@ import pytest
 from kxen.build.backends import kojiclient
 from kxen.errors import HubError
 
-from ..realkoji import TARGET, USER, RealKoji
-from ..realkoji.stack import PASSWORD, running
-from .conftest import run_kxen, smoke_srpm
+from ..realkoji import ADMIN, DEST_TAG, TARGET, USER, RealKoji
+from ..realkoji.stack import ADMIN_PASSWORD, PASSWORD, running, wait_for
+from .conftest import kxen_command, run_kxen, smoke_srpm
 from .test_koji import TINY_SPEC, assert_refusals_as_koji
 
 PROFILE = "realkoji"
@@ -49,7 +51,8 @@ def make_srpm(work: Path, spec: str) -> Path:
          "--define", f"_srcrpmdir {work}", str(work / "tiny.spec")],
         check=True, capture_output=True,
     )  # fmt: skip
-    return work / "tiny-1.0-1.src.rpm"
+    (srpm,) = work.glob("*.src.rpm")
+    return srpm
 
 
 def kxen(*args: str | Path, config: Path, cache: Path, check: bool = True) -> Any:
@@ -124,8 +127,8 @@ def tiny_srpm(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_srpm(tmp_path_factory.mktemp("tiny"), TINY_SPEC)
 
 
-def driver(config: Path, password: str | None = PASSWORD) -> kojiclient.KojiDriver:
-    profile = kojiclient.load_profile(PROFILE, config, USER, password)
+def driver(config: Path, user: str = USER, password: str = PASSWORD) -> kojiclient.KojiDriver:
+    profile = kojiclient.load_profile(PROFILE, config, user, password)
     return kojiclient.KojiDriver(
         profile, patience=kojiclient.Patience(total=120, first=1, longest=4), poll_interval=0.5
     )
@@ -204,3 +207,68 @@ def test_the_imitations_refusals_are_the_real_hubs(realkoji: RealKoji) -> None:
     """The same raw calls test_koji.py sends to tests/kojihub, answered by koji's hub."""
     session = realkoji.session(USER, PASSWORD)
     assert_refusals_as_koji(realkoji.url, session, TARGET)
+
+
+def test_the_watcher_rides_out_a_hub_restart(
+    realkoji: RealKoji, koji_config: Path, tiny_srpm: Path, kxen_cache: Path, tmp_path: Path
+) -> None:
+    """The hub process stops and starts again mid-build: kxen retries, kojid too (its
+    retry_interval), and the build finishes and is downloaded."""
+    argv, env = kxen_command(
+        "scratch-build", "--profile", PROFILE, "--koji-config", koji_config, "--user", USER,
+        "--target", TARGET, "--srpm", tiny_srpm, "--results", tmp_path / "results", "--json",
+        cache=kxen_cache, env={"KXEN_KOJI_PASSWORD": PASSWORD},
+    )  # fmt: skip
+    admin = realkoji.session()
+    owner = admin.getUser(USER)["id"]
+    since = time.time()
+    process = subprocess.Popen(
+        argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        tasks = wait_for(
+            "the build task",
+            lambda: admin.listTasks({"method": "build", "owner": owner, "createdAfter": since}),
+            60,
+            None,
+        )
+        unfinished = admin.getTaskInfo(tasks[0]["id"])["state"]
+        admin.logout()
+        old_hub = realkoji.hub_pid
+        realkoji.stop_hub(signal.SIGINT)
+        time.sleep(5)
+        realkoji.start_hub()
+        assert realkoji.hub_pid != old_hub
+        out, err = process.communicate(timeout=300)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert unfinished in (0, 1, 4)  # free, open, assigned: kxen was still watching
+    assert process.returncode == 0, err
+    report = json.loads(out)
+    assert report["task_id"] == tasks[0]["id"]
+    assert sorted(report["arches"]) == ["i686", "x86_64"]
+    assert (tmp_path / "results" / "tiny-1.0-1" / "x86_64" / "tiny-1.0-1.x86_64.rpm").is_file()
+
+
+def test_a_release_build_is_tagged_and_the_same_nvr_is_refused(
+    realkoji: RealKoji, koji_config: Path, tmp_path: Path
+) -> None:
+    """An admin may release-build an uploaded SRPM (build_from_srpm): kojid imports and
+    tags it (a tagBuild child); the same NVR again fails with koji's text."""
+    srpm = make_srpm(tmp_path / "src", TINY_SPEC.replace("Release: 1", "Release: 7"))
+    koji = driver(koji_config, ADMIN, ADMIN_PASSWORD)
+    koji.login()
+    tree = koji.watch(koji.submit(koji.upload(srpm), TARGET, {}))
+    assert {"rebuildSRPM", "buildArch", "tagBuild"} <= {child.method for child in tree.children}
+    assert [child.id for child in tree.children] == sorted(child.id for child in tree.children)
+    tagged = koji.session.listTagged(DEST_TAG, package="tiny")
+    assert [build["nvr"] for build in tagged] == ["tiny-1.0-7"]
+    again = koji.submit(koji.upload(srpm), TARGET, {})
+    with pytest.raises(kojiclient.RemoteBuildFailed) as exists:
+        koji.watch(again)
+    assert f"koji task {again} failed" in exists.value.message
+    assert f"Build already exists (id={tagged[0]['build_id']}, state=COMPLETE)" in (
+        exists.value.message
+    )

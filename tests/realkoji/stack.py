@@ -234,6 +234,10 @@ class RealKoji:
     def _hub_answers(self) -> bool:
         return koji.ClientSession(self.url, {"max_retries": 0}).getAPIVersion() == 1
 
+    @property
+    def hub_pid(self) -> int | None:
+        return self.hub_process.pid if self.hub_process else None
+
     def gets(self, suffix: str, agent: str = "Python-urllib/") -> list[str]:
         """The /kojifiles paths ending in `suffix` that a client (by default one on
         urllib, as kxen is; kojid uses requests and librepo) fetched so far."""
@@ -248,8 +252,10 @@ class RealKoji:
             and fields[4].startswith(agent)
         ]
 
-    def stop_hub(self) -> None:
-        stop(self.hub_process)
+    def stop_hub(self, sig: int = signal.SIGTERM) -> None:
+        """Stop gunicorn: SIGTERM lets requests finish, SIGINT is its quick shutdown (the
+        connections drop, as when a hub host goes away)."""
+        stop(self.hub_process, sig)
         self.hub_process = None
 
     def session(self, user: str = ADMIN, password: str = ADMIN_PASSWORD) -> Any:
