@@ -18,6 +18,7 @@ import pytest
 from kxen.build.backends import kojiclient
 from kxen.errors import HubError
 
+from ..kojihub.pki import Pki
 from ..realkoji import ADMIN, DEST_TAG, TARGET, USER, RealKoji
 from ..realkoji.stack import ADMIN_PASSWORD, PASSWORD, running, wait_for
 from .conftest import kxen_command, run_kxen, smoke_srpm
@@ -272,3 +273,37 @@ def test_a_release_build_is_tagged_and_the_same_nvr_is_refused(
     assert f"Build already exists (id={tagged[0]['build_id']}, state=COMPLETE)" in (
         exists.value.message
     )
+
+
+def test_ssl_login_through_the_wsgi_servers_tls(
+    realkoji: RealKoji, tiny_srpm: Path, kxen_cache: Path, tmp_path: Path
+) -> None:
+    """authtype = ssl: gunicorn's TLS verifies the client certificate, the hub's sslLogin
+    takes the user from mod_ssl's SSL_CLIENT_S_DN_CN; RPMs come over HTTPS."""
+    pki = Pki.create(tmp_path / "pki")
+    base = realkoji.start_tls_hub(pki.hub_tls())
+    config = tmp_path / "koji.conf"
+    config.write_text(
+        f"[{PROFILE}]\nserver = {base}/kojihub\ntopurl = {base}/kojifiles\nauthtype = ssl\n"
+        f"cert = {pki.client_pem(USER)}\nserverca = {pki.ca}\npoll_interval = 1\n"
+    )
+    results = tmp_path / "results"
+    built = run_kxen(
+        "scratch-build", "--profile", PROFILE, "--koji-config", config, "--target", TARGET,
+        "--arch-override", "x86_64", "--srpm", tiny_srpm, "--results", results, "--json",
+        cache=kxen_cache,
+    )  # fmt: skip
+    report = json.loads(built.stdout)
+    assert rpm_arch(results / "tiny-1.0-1" / "x86_64" / "tiny-1.0-1.x86_64.rpm") == "x86_64"
+    admin = realkoji.session()
+    assert admin.getTaskInfo(report["task_id"])["owner"] == admin.getUser(USER)["id"]
+    # a certificate for a user the hub does not know is refused (LoginCreatesUser off)
+    config.write_text(
+        config.read_text().replace(str(pki.client_pem(USER)), str(pki.client_pem("stranger")))
+    )
+    refused = run_kxen(
+        "scratch-build", "--profile", PROFILE, "--koji-config", config, "--target", TARGET,
+        "--srpm", tiny_srpm, "--results", results, cache=kxen_cache, check=False,
+    )  # fmt: skip
+    assert refused.returncode == 12, refused.stderr
+    assert "stranger" in refused.stderr

@@ -22,6 +22,7 @@ import pwd
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -32,6 +33,7 @@ from typing import Any, TypeVar
 
 import koji
 
+from ..kojihub.hub import Tls
 from ..support import REPO
 
 KOJI_SRC = REPO.parent / "shared" / "third_party" / "koji"
@@ -155,6 +157,7 @@ class RealKoji:
         self.db = Postgres()
         self.hub_process: subprocess.Popen[bytes] | None = None
         self.kojid_process: subprocess.Popen[bytes] | None = None
+        self.tls_process: subprocess.Popen[bytes] | None = None
         self.hub_conf = base / "hub.conf"
         self.access_log = base / "access.log"
         self.timings: dict[str, float] = {}
@@ -198,22 +201,45 @@ class RealKoji:
         )
         (self.base / "hub.conf.d").mkdir(exist_ok=True)
 
-    def hub_argv(self, tls: dict[str, Path] | None = None) -> list[str]:
+    def hub_argv(self, port: int, tls: Tls | None = None) -> list[str]:
         argv = [
-            sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{self.port}",
+            sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}",
             "--workers", "1", "--worker-class", "gthread", "--threads", "8",
             "--timeout", "300", "--graceful-timeout", "5", "--pythonpath", str(FRONT_DIR),
             "--chdir", str(self.base), "--access-logfile", str(self.access_log),
             "--access-logformat", "%(m)s %(U)s %(s)s %(B)s %(a)s",
         ]  # fmt: skip
         if tls:
+            # like mod_ssl with SSLVerifyClient optional: front.py hands a verified client
+            # certificate to the hub as mod_ssl's variables
             argv += [
-                "--certfile", str(tls["cert"]), "--keyfile", str(tls["key"]),
-                "--ca-certs", str(tls["ca"]), "--cert-reqs", "1",
+                "--certfile", str(tls.cert), "--keyfile", str(tls.key),
+                "--ca-certs", str(tls.client_ca), "--cert-reqs", str(int(ssl.CERT_OPTIONAL)),
             ]  # fmt: skip
         return [*argv, "front:app"]
 
     def start_hub(self) -> None:
+        self.hub_process = self._spawn_hub(self.port, None)
+        wait_for("the hub", self._hub_answers, 60, self.base / "hub.log")
+
+    def start_tls_hub(self, tls: Tls) -> str:
+        """A second front, over HTTPS, to the same hub and files: its base URL."""
+        port = free_port()
+        self.tls_process = self._spawn_hub(port, tls)
+        base = f"https://localhost:{port}"
+
+        def answers() -> bool:
+            context = ssl.create_default_context(cafile=str(tls.client_ca))
+            with (
+                socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+                context.wrap_socket(raw, server_hostname="localhost"),
+            ):
+                return True
+
+        wait_for("the TLS hub", answers, 60, self.base / "hub.log")
+        return base
+
+    def _spawn_hub(self, port: int, tls: Tls | None) -> subprocess.Popen[bytes]:
         env = {
             **os.environ,
             "PYTHONPATH": str(KOJI_SRC),
@@ -221,15 +247,14 @@ class RealKoji:
             "KXEN_REALKOJI_TOPDIR": str(self.topdir),
         }
         with (self.base / "hub.log").open("ab") as log:
-            self.hub_process = subprocess.Popen(
-                self.hub_argv(),
+            return subprocess.Popen(
+                self.hub_argv(port, tls),
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
-        wait_for("the hub", self._hub_answers, 60, self.base / "hub.log")
 
     def _hub_answers(self) -> bool:
         return koji.ClientSession(self.url, {"max_retries": 0}).getAPIVersion() == 1
@@ -363,6 +388,7 @@ class RealKoji:
 
     def stop(self) -> None:
         stop(self.kojid_process)
+        stop(self.tls_process)
         self.stop_hub()
         self.db.stop()
 
