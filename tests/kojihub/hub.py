@@ -687,6 +687,10 @@ class _Api:
             )
             self._finish(parent, FAILED, fault=srpm_task.fault)
             return
+        if not source.is_file():  # kojid's rebuildSRPM: the upload it was given is not there
+            self._finish(srpm_task, FAILED, fault=(BUILD, f"Input SRPM file missing: {source}"))
+            self._finish(parent, FAILED, fault=srpm_task.fault)
+            return
         nvr = source.name.removesuffix(".src.rpm")
         if not scratch and nvr in self.state.builds:
             self._finish(srpm_task, CLOSED, result={})
