@@ -717,31 +717,6 @@ def _ssl_profile(path: Path, hub: Hub, cert: Path, serverca: Path) -> Path:
     return path
 
 
-def test_ssl_login_scratch_build_and_download_over_https(
-    tls_hub: Hub, pki: Pki, tiny_srpm: Path, tmp_path: Path, kxen_cache: Path
-) -> None:
-    config = _ssl_profile(tmp_path / "koji.conf", tls_hub, pki.client_pem(USER), pki.ca)
-    results = tmp_path / "results"
-    profile = ("--profile", PROFILE, "--koji-config", config, "--target", TARGET)
-    run_kxen("scratch-build", *profile, "--srpm", tiny_srpm, "--results", results, cache=kxen_cache)
-    rpm = results / "tiny-1.0-1" / "x86_64" / "tiny-1.0-1.x86_64.rpm"
-    assert rpm_arch(rpm) == "x86_64"
-    # logged in with the certificate, whose CN the hub took for the user who built
-    assert "sslLogin" in tls_hub.state.calls and "login" not in tls_hub.state.calls
-    (build,) = tls_hub.state.build_tasks()
-    assert build.owner == tls_hub.state.user_id(USER)
-
-
-def test_ssl_login_with_a_certificate_for_an_unknown_user_is_refused(
-    tls_hub: Hub, pki: Pki, tmp_path: Path
-) -> None:
-    config = _ssl_profile(tmp_path / "koji.conf", tls_hub, pki.client_pem("stranger"), pki.ca)
-    driver = make_driver(config, Sleeps())
-    with pytest.raises(HubError, match="Unknown user: stranger"):
-        driver.login()
-    assert not tls_hub.state.sessions
-
-
 @pytest.mark.parametrize("authtype", ["ssl", "password"])
 def test_hub_certificate_from_another_ca_fails_at_once(
     tls_hub: Hub, pki: Pki, tmp_path: Path, authtype: str
