@@ -1,4 +1,11 @@
-"""The test hub: koji's XML-RPC contract, a real rpmbuild builder, fault switches."""
+"""The test hub: koji's XML-RPC contract, a real rpmbuild builder, fault switches.
+
+koji's own hub and builder run in tests/realkoji; this imitation stays for what they
+cannot be made to do on demand (a swallowed build() answer, dropped connections, a hub
+offline for a while, a failing arch, a slow build) and answers as the real hub does
+where they meet: build() checks neither target nor policy (the task fails, with koji's
+text), children come in no particular order and hold waitrepo and tagBuild tasks, an
+upload without a session is an AuthError, an old callnum is SequenceError."""
 
 from __future__ import annotations
 
@@ -30,11 +37,12 @@ KOJI_VERSION = "1.35.3"
 FREE, OPEN, CLOSED, CANCELED, ASSIGNED, FAILED = 0, 1, 2, 3, 4, 5
 DONE = (CLOSED, CANCELED, FAILED)
 
-GENERIC, AUTH, NOT_ALLOWED, BUILD, RETRY, OFFLINE, PARAMETER = (
+GENERIC, AUTH, NOT_ALLOWED, BUILD, SEQUENCE, RETRY, OFFLINE, PARAMETER = (
     1000,
     1002,
     1004,
     1005,
+    1008,
     1009,
     1014,
     1019,
@@ -42,7 +50,9 @@ GENERIC, AUTH, NOT_ALLOWED, BUILD, RETRY, OFFLINE, PARAMETER = (
 
 # koji's canonArch for the labels a build tag lists
 CANON = {"i686": "i386", "i586": "i386", "x86_64": "x86_64", "noarch": "noarch"}
+# the calls after which the hub commits, and so stores the session's callnum
 STATE_CHANGING = {"build", "cancelTask"}
+POLICY_REFUSAL = "policy violation (build_from_srpm): Only admin can do this via default policy"
 
 
 class Fault(Exception):
@@ -133,6 +143,7 @@ class HubState:
     # A builder whose mock config enables the ccache plugin, as a builder can be set up:
     # the session's cache, so that a real kernel costs one build per test run.
     ccache: Ccache | None = None
+    repo_ready: bool = False  # the first build waits for the build tag's repo (waitrepo)
 
     def add_target(self, name: str, arches: list[str], packages: list[str] | None = None) -> None:
         build_tag, dest_tag = f"{name}-build", name
@@ -379,12 +390,15 @@ class _Api:
         callnum = int(raw)
         with self.state.lock:
             last = session["callnum"]
-            if last is not None and callnum <= last and method in STATE_CHANGING:
+            if last is not None and last > callnum:
+                raise Fault(SEQUENCE, f"{last} > {callnum} (session {session['id']})")
+            if last is not None and last == callnum:
                 raise Fault(
                     RETRY,
                     f"unable to retry call {callnum} (method {method}) for session {session['id']}",
                 )
-            session["callnum"] = max(callnum, last if last is not None else -1)
+            if method in STATE_CHANGING:
+                session["callnum"] = callnum
 
     def _new_session(self, user: str) -> dict[str, Any]:
         with self.state.lock:
@@ -523,7 +537,9 @@ class _Api:
     def upload(
         self, session: dict[str, Any] | None, query: dict[str, list[str]], body: bytes
     ) -> dict[str, Any]:
-        self._user(session)
+        if session is None:
+            # koji reads the upload's query string as the deprecated session arguments
+            raise Fault(AUTH, "'session-id' not specified in session args")
 
         def one(name: str, default: str | None = None) -> str:
             values = query.get(name)
@@ -584,27 +600,10 @@ class _Api:
         priority: int | None = None,
         channel: str | None = None,
     ) -> int:
+        # like koji's hub, build() checks the login and creates the task: the target and
+        # the build_from_srpm policy are checked by the builder, which fails the task
         user = self._user(session)
         opts = dict(opts or {})
-        info = self.state.targets.get(target)
-        if info is None:
-            raise Fault(GENERIC, f"No such build target: {target}")
-        scm = "://" in src or src.startswith("git+")
-        if not scm:
-            srpm = self.state.topdir / "work" / src
-            if not srpm.is_file():
-                raise Fault(GENERIC, f"no such file: {src}")
-            if not opts.get("scratch"):
-                raise Fault(
-                    NOT_ALLOWED,
-                    "only admins may create builds from an uploaded srpm (policy: build_from_srpm)",
-                )
-        if opts.get("arch_override") and not opts.get("scratch"):
-            raise Fault(GENERIC, "arch_override is only allowed for scratch builds")
-        arches = list(self.state.tag_arches[info["build_tag_name"]])
-        if opts.get("arch_override"):
-            wanted = str(opts["arch_override"]).split()
-            arches = [arch for arch in arches if arch in wanted]
         owner = self.state.user_id(user)
         with self.state.lock:
             parent = self._new_task("build", owner, [src, target, opts], priority=priority or 20)
@@ -613,9 +612,7 @@ class _Api:
         if not self.state.run_builds:
             return parent.id
         worker = threading.Thread(
-            target=self._run_build,
-            args=(parent, src, scm, bool(opts.get("scratch")), arches, info),
-            daemon=True,
+            target=self._start_build, args=(parent, src, target, opts), daemon=True
         )
         self.state.threads.append(worker)
         worker.start()
@@ -637,6 +634,30 @@ class _Api:
                 return
             task.state, task.result, task.fault = state, result, fault
             task.completed = time.time()
+
+    def _start_build(self, parent: Task, src: str, target: str, opts: dict[str, Any]) -> None:
+        """What kojid's build task checks before it makes any child task."""
+        info = self.state.targets.get(target)
+        scm = "://" in src or src.startswith("git+")
+        scratch = bool(opts.get("scratch"))
+        if info is None:
+            self._finish(parent, FAILED, fault=(GENERIC, f"unknown build target: {target}"))
+            return
+        if not scm and not scratch:
+            self._finish(parent, FAILED, fault=(NOT_ALLOWED, POLICY_REFUSAL))
+            return
+        arches = list(self.state.tag_arches[info["build_tag_name"]])
+        if opts.get("arch_override"):
+            wanted = str(opts["arch_override"]).split()
+            arches = [arch for arch in arches if arch in wanted]
+        if not self.state.repo_ready:
+            waitrepo = self._new_task(
+                "waitrepo", parent.owner, [info["build_tag"], None, None], parent=parent.id
+            )
+            waitrepo.state, waitrepo.started = OPEN, time.time()
+            self._finish(waitrepo, CLOSED, result={"id": 1, "tag_id": info["build_tag"]})
+            self.state.repo_ready = True
+        self._run_build(parent, src, scm, scratch, arches, info)
 
     def _run_build(
         self,
@@ -664,6 +685,10 @@ class _Api:
             self._finish(
                 srpm_task, FAILED, fault=(BUILD, f"Could not checkout {src}: no such repository")
             )
+            self._finish(parent, FAILED, fault=srpm_task.fault)
+            return
+        if not source.is_file():  # kojid's rebuildSRPM: the upload it was given is not there
+            self._finish(srpm_task, FAILED, fault=(BUILD, f"Input SRPM file missing: {source}"))
             self._finish(parent, FAILED, fault=srpm_task.fault)
             return
         nvr = source.name.removesuffix(".src.rpm")
@@ -717,6 +742,13 @@ class _Api:
             if not scratch:
                 with self.state.lock:
                     self.state.builds[nvr] = len(self.state.builds) + 1
+                tag = self._new_task(
+                    "tagBuild",
+                    parent.owner,
+                    [target["dest_tag"], self.state.builds[nvr]],
+                    parent=parent.id,
+                )
+                self._finish(tag, CLOSED)
             self._finish(parent, CLOSED, result=None)
 
     def _build_arch(self, task: Task, srpm: Path) -> None:
@@ -831,7 +863,8 @@ class _Api:
     ) -> list[dict[str, Any]]:
         with self.state.lock:
             children = [t for t in self.state.tasks.values() if t.parent == task_id]
-        return [child.info(request) for child in sorted(children, key=lambda t: t.id)]
+        # koji's query has no ORDER BY: the order is the database's, not the tasks'
+        return [child.info(request) for child in sorted(children, key=lambda t: -t.id)]
 
     def rpc_getTaskResult(self, session: Any, task_id: int, raise_fault: bool = True) -> Any:
         task = self._task(task_id)

@@ -17,6 +17,7 @@ from typing import Any
 
 from kxen.build.backends.base import ArchBuild, ArchResult, Scm, Source, Task
 from kxen.build.backends.kojiclient import (
+    TAILED_LOGS,
     KojiDriver,
     Output,
     TaskTree,
@@ -32,8 +33,6 @@ from kxen.support.progress import Progress
 SRPM_LABEL = "srpm"
 """The label of the build task's child that makes the SRPM (rebuildSRPM, buildSRPMFromSCM)."""
 ARCH_METHOD = "buildArch"
-TAILED_LOGS = ("build.log", "root.log")
-"""A failed arch's logs whose last lines explain it, in this order."""
 
 
 class KojiBackend:

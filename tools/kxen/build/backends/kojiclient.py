@@ -45,6 +45,15 @@ STATE_NAMES = {0: "free", 1: "open", 2: "closed", 3: "canceled", 4: "assigned", 
 CLOSED, CANCELED, FAILED = 2, 3, 5
 DONE = (CLOSED, CANCELED, FAILED)
 LOG_TAIL = 20
+TAILED_LOGS = ("build.log", "root.log", "mock_output.log", "checkout.log")
+"""A failed task's logs whose last lines explain it, in this order: rpmbuild's and mock's
+for a failed build; kojid's capture of mock's output and its SCM checkout's log for a
+failed SRPM step, whose cause is often only there."""
+LOCAL_FILE_ERRORS = (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
+"""OSErrors of local files, which retrying cannot mend (a connection error is also an
+OSError, and is retried)."""
+SCM_SCHEMES = ("git://", "git+http://", "git+https://", "git+rsync://")
+"""The git URLs kojid's SCM class fetches (koji/daemon.py: SCM.types)."""
 # A real hub's clock may differ from ours: look back this far when reconciling.
 CLOCK_SLACK = 600.0
 KOJI_UPLOAD_BLOCKSIZE = 1 << 20
@@ -250,6 +259,9 @@ class KojiDriver:
                 raise download.Transient(f"the hub is offline ({exc})") from exc
             except koji.GenericError:
                 raise
+            except LOCAL_FILE_ERRORS as exc:
+                # a file of ours (the SRPM being uploaded), not the network: no retry
+                raise InputError(f"{what}: {exc.strerror}: {exc.filename}") from None
             except (OSError, http.client.HTTPException, xmlrpc.client.ProtocolError) as exc:
                 refused = download.tls_refusal(exc)
                 if refused is not None:
@@ -283,8 +295,10 @@ class KojiDriver:
         function = getattr(self.session, method)
         try:
             return self._retrying(method, lambda: function(*args, **kwargs))
-        except koji.AuthError as exc:
-            raise HubError(f"{method}: the hub refused us: {exc}") from None
+        except (koji.AuthError, koji.ActionNotAllowed) as exc:
+            # AuthError covers AuthExpired (after the client's own renewal failed) and
+            # SequenceError (an old callnum); ActionNotAllowed is e.g. an upload without login
+            raise HubError(f"{method}: the hub refused us: {neutralise(str(exc))}") from None
 
     # --- session -----------------------------------------------------------
 
@@ -422,7 +436,8 @@ class KojiDriver:
         info = self._call("getTaskInfo", task_id)
         if not info:
             raise InputError(f"koji task {task_id} does not exist on {self.profile.server}")
-        children = self._call("getTaskChildren", task_id)
+        # the hub lists children in no particular order: show them in creation order
+        children = sorted(self._call("getTaskChildren", task_id), key=lambda c: int(c["id"]))
         now = time.time()
         return TaskTree(
             TaskView.of(info, now), tuple(TaskView.of(child, now) for child in children)
@@ -486,7 +501,7 @@ class KojiDriver:
         failures = []
         for child in failed:
             logs = {}
-            for log in ("build.log", "root.log"):
+            for log in TAILED_LOGS:
                 try:
                     logs[log] = log_tail(self._call("downloadTaskOutput", child.id, log))
                 except koji.GenericError:
@@ -616,8 +631,6 @@ def scm_url(repo: Path, runner: Runner, url: str | None, commit: str | None) -> 
     return f"{url}#{check_commit(commit)}"
 
 
-KOJID_SCM_SCHEMES = ("git://", "git+http://", "git+https://", "git+rsync://")
-"""What kojid's SCM checkout fetches; it refuses git+file:// and every other scheme."""
 _URL_UNSAFE = re.compile(r"[\s\x00-\x1f\x7f'\"\\`;|&$<>]")
 
 
@@ -627,9 +640,9 @@ def check_scm_url(url: str, what: str) -> str:
     if base.startswith("git+file://"):
         raise InputError(
             f"{what} {url!r}: kojid refuses git+file:// (it checks out "
-            f"{', '.join(KOJID_SCM_SCHEMES)}); serve the repository with git daemon or http"
+            f"{', '.join(SCM_SCHEMES)}); serve the repository with git daemon or http"
         )
-    if not base.startswith(KOJID_SCM_SCHEMES) or len(base) <= len("git://"):
+    if not base.startswith(SCM_SCHEMES) or len(base) <= len("git://"):
         raise InputError(
             f"{what} {url!r}: koji fetches anonymously, give a git+https:// URL (or git://)"
         )
