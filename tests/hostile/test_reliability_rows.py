@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import ast
 from functools import cache
-from pathlib import Path
 
 import pytest
 
-from ..support import REPO
+from ..support import REPO, shared_dir
 
 ROWS: dict[int, tuple[str, ...]] = {
     1: ("unit/test_manifest.py::test_macro_injection_in_token_fields_is_refused",
@@ -87,12 +86,8 @@ def test_the_tests_named_for_a_row_exist(row: int) -> None:
         assert name in _test_functions(relative), test
 
 
-def test_the_map_follows_the_notes_when_they_are_at_hand() -> None:
-    """Beside a developer's checkout the notes are at ../shared; a CI clone may not have
-    them, and then the hard-coded row count stands."""
-    notes = Path(REPO).parent / "shared" / "notes" / "reliability.md"
-    if not notes.is_file():
-        return
+def test_the_map_follows_the_notes() -> None:
+    notes = shared_dir() / "notes" / "reliability.md"
     rows = [line for line in notes.read_text().splitlines() if line.startswith("| ")]
     numbered = [line for line in rows if line.split("|")[1].strip().isdigit()]
     assert len(numbered) == TABLE_ROWS

@@ -34,9 +34,14 @@ from typing import Any, TypeVar
 import koji
 
 from ..kojihub.hub import Tls
-from ..support import REPO
+from ..support import REPO, shared_dir
 
-KOJI_SRC = REPO.parent / "shared" / "third_party" / "koji"
+
+def koji_src() -> Path:
+    """koji's own source tree (hub, builder, library, schema) in ../shared."""
+    return shared_dir() / "third_party" / "koji"
+
+
 FAKE_MOCK = REPO / "tests" / "fakes" / "mock"
 FRONT_DIR = Path(__file__).resolve().parent
 # kojid imports dnf, librepo, Cheetah and rpm, which only Debian packages (for its
@@ -170,7 +175,7 @@ class RealKoji:
             (self.topdir / sub).mkdir(parents=True, exist_ok=True)
         self.db.start()
         self.db.sql("postgres", "CREATE DATABASE koji")
-        self.db.sql("koji", (KOJI_SRC / "schemas" / "schema.sql").read_text())
+        self.db.sql("koji", (koji_src() / "schemas" / "schema.sql").read_text())
         self.db.sql(
             "koji",
             f"""
@@ -242,7 +247,7 @@ class RealKoji:
     def _spawn_hub(self, port: int, tls: Tls | None) -> subprocess.Popen[bytes]:
         env = {
             **os.environ,
-            "PYTHONPATH": str(KOJI_SRC),
+            "PYTHONPATH": str(koji_src()),
             "KXEN_REALKOJI_HUBCONF": str(self.hub_conf),
             "KXEN_REALKOJI_TOPDIR": str(self.topdir),
         }
@@ -313,12 +318,12 @@ class RealKoji:
         mock_etc = self.base / "mock-etc"
         (mock_etc / "koji").mkdir(parents=True, exist_ok=True)
         library = self.base / "kojilib" / "koji"
-        shutil.copytree(KOJI_SRC / "koji", library, dirs_exist_ok=True)
+        shutil.copytree(koji_src() / "koji", library, dirs_exist_ok=True)
         daemon = library / "daemon.py"
         text = daemon.read_text()
         assert "'/etc/mock/koji'" in text, "koji/daemon.py changed: '/etc/mock/koji' is gone"
         daemon.write_text(text.replace("'/etc/mock/koji'", repr(str(mock_etc / "koji"))))
-        text = (KOJI_SRC / "builder" / "kojid").read_text()
+        text = (koji_src() / "builder" / "kojid").read_text()
         replacements = [
             (
                 "from __future__ import absolute_import, division\n",
