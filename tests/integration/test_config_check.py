@@ -55,6 +55,44 @@ def test_shipped_configs_pass_strict_on_both_arches_and_flavours(
     assert counts["new"] > 1000  # default flavours are deltas over Kconfig defaults
 
 
+def test_an_unchanged_check_answers_from_its_verified_cache(
+    checkout: Path, kxen_cache: Path, linux_tarball: Path
+) -> None:
+    """The second check reads no Kconfig and says the same; an edit is seen at once; an
+    altered cache entry is set aside with a warning and the findings computed again."""
+    cache = kxen_cache
+    earlier = set(cache.glob("kconfig/*/findings/*.json"))
+    first = _check(checkout, cache, linux_tarball, *I686_DEFAULT)
+    (entry,) = set(cache.glob("kconfig/*/findings/*.json")) - earlier
+    made = entry.stat().st_mtime_ns
+    assert _check(checkout, cache, linux_tarball, *I686_DEFAULT) == first
+    assert entry.stat().st_mtime_ns == made  # answered from the entry, not rewritten
+
+    (checkout / "configs" / "i686" / "zz-pv.config").write_text("CONFIG_XEN_PV=y\n")
+    code, report = _check(checkout, cache, linux_tarball, *I686_DEFAULT)
+    assert code == 4 and [f["symbol"] for f in _only(report, "mismatch")] == ["XEN_PV"]
+    (checkout / "configs" / "i686" / "zz-pv.config").unlink()
+
+    entry.write_text(entry.read_text().replace('"new"', '"unknown"', 1))
+    run = run_kxen(
+        "config",
+        "check",
+        "--upstream",
+        linux_tarball,
+        "--strict",
+        "--json",
+        *I686_DEFAULT,
+        repo=checkout,
+        cache=cache,
+        check=False,
+    )
+    assert "cached check findings" in run.stderr and "failed verification" in run.stderr
+    again = json.loads(run.stdout)
+    assert any("cached check findings" in warning for warning in again.pop("warnings"))
+    assert (run.returncode, again) == first
+    assert any(entry.name in p.name for p in (cache / "corrupt").iterdir())
+
+
 def test_i686_xen_pv_reports_the_unmet_dependency(
     checkout: Path, kxen_cache: Path, linux_tarball: Path
 ) -> None:
