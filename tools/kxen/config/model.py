@@ -355,14 +355,7 @@ class KconfigModel:
     def resolve(self, requested: Mapping[str, Value], base: str) -> dict[str, Value]:
         """Every symbol .config would hold after `make olddefconfig` with `requested` as
         .config, or `make allnoconfig KCONFIG_ALLCONFIG=<requested>`."""
-        if base not in RESOLVE_MODES:
-            raise InputError(
-                f"unknown resolve base {base!r} (expected olddefconfig or allnoconfig)"
-            )
-        mode = cast(ResolveBase, base)
-        request = dict(requested)
-        if self._last != (request, mode):
-            self._apply(request, mode)
+        request, mode = self.apply(requested, base)
         key = (frozenset(request.items()), mode)
         values = self._recent.pop(key, None)
         if values is None:
@@ -371,6 +364,20 @@ class KconfigModel:
         while len(self._recent) > _RECENT_RESOLVES:
             del self._recent[next(iter(self._recent))]
         return dict(values)
+
+    def apply(
+        self, requested: Mapping[str, Value], base: str
+    ) -> tuple[dict[str, Value], ResolveBase]:
+        """Put the model in the state resolve() would, without computing every value
+        (value() and explain() then compute only what they read)."""
+        if base not in RESOLVE_MODES:
+            raise InputError(
+                f"unknown resolve base {base!r} (expected olddefconfig or allnoconfig)"
+            )
+        request, mode = dict(requested), cast(ResolveBase, base)
+        if self._last != (request, mode):
+            self._apply(request, mode)
+        return request, mode
 
     def _apply(self, requested: dict[str, Value], base: ResolveBase) -> None:
         kconf = self._kconf

@@ -105,7 +105,16 @@ def _kconfig_models(
     models = {
         arch: _model(project, up, tree, arch, work) for arch in sorted({t.arch for t in targets})
     }
+    # the models live as long as the command: spare the collector from walking their
+    # million objects again and again (rebase_preview() frees one tree's before the next)
+    gc.freeze()
     return tree, models
+
+
+def _free_models() -> None:
+    """Hand the models _kconfig_models() froze back to the collector, once dropped."""
+    gc.unfreeze()
+    gc.collect()
 
 
 def _model(
@@ -353,6 +362,7 @@ def write_pending(
         _, old_models = _kconfig_models(project, since, targets)
         before = {arch: set(model.symbols()) for arch, model in old_models.items()}
         del old_models  # one tree's models at a time: they are ~60 MiB per arch
+        _free_models()
     tree, models = _kconfig_models(project, up, targets)
     project.progress.phase("pending", "new symbols")
     found = _new_symbols(project.configs_dir, targets, tree, models, before)
@@ -426,6 +436,7 @@ def rebase_preview(
             finals.append(configcheck.final_values(configs_dir, targets, tree, models))
             reports.append(configcheck.check(configs_dir, targets, tree, models, project.root))
             del models
+            _free_models()
     return configcheck.RebasePreview(
         configcheck.diff_values(finals[0], finals[1]),
         configcheck.regressions(reports[0], reports[1]),

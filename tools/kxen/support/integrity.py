@@ -265,6 +265,9 @@ def verify_quickly(
     started = time.time_ns()
     verify(root, manifest, scope, ignore)
     _record_stats(root, manifest, scope, started)
+    # the parsed manifest (60 MB for a kernel tree) is not needed once verified
+    _MANIFESTS.pop(_stat_key(manifest), None)
+    _remember_quick(manifest, scope)
 
 
 def _unchanged_since_recorded(root: Path, manifest: Path, scope: Scope) -> bool:
