@@ -55,6 +55,44 @@ def test_shipped_configs_pass_strict_on_both_arches_and_flavours(
     assert counts["new"] > 1000  # default flavours are deltas over Kconfig defaults
 
 
+def test_an_unchanged_check_answers_from_its_verified_cache(
+    checkout: Path, kxen_cache: Path, linux_tarball: Path
+) -> None:
+    """The second check reads no Kconfig and says the same; an edit is seen at once; an
+    altered cache entry is set aside with a warning and the findings computed again."""
+    cache = kxen_cache
+    earlier = set(cache.glob("kconfig/*/findings/*.json"))
+    first = _check(checkout, cache, linux_tarball, *I686_DEFAULT)
+    (entry,) = set(cache.glob("kconfig/*/findings/*.json")) - earlier
+    made = entry.stat().st_mtime_ns
+    assert _check(checkout, cache, linux_tarball, *I686_DEFAULT) == first
+    assert entry.stat().st_mtime_ns == made  # answered from the entry, not rewritten
+
+    (checkout / "configs" / "i686" / "zz-pv.config").write_text("CONFIG_XEN_PV=y\n")
+    code, report = _check(checkout, cache, linux_tarball, *I686_DEFAULT)
+    assert code == 4 and [f["symbol"] for f in _only(report, "mismatch")] == ["XEN_PV"]
+    (checkout / "configs" / "i686" / "zz-pv.config").unlink()
+
+    entry.write_text(entry.read_text().replace('"new"', '"unknown"', 1))
+    run = run_kxen(
+        "config",
+        "check",
+        "--upstream",
+        linux_tarball,
+        "--strict",
+        "--json",
+        *I686_DEFAULT,
+        repo=checkout,
+        cache=cache,
+        check=False,
+    )
+    assert "cached check findings" in run.stderr and "failed verification" in run.stderr
+    again = json.loads(run.stdout)
+    assert any("cached check findings" in warning for warning in again.pop("warnings"))
+    assert (run.returncode, again) == first
+    assert any(entry.name in p.name for p in (cache / "corrupt").iterdir())
+
+
 def test_i686_xen_pv_reports_the_unmet_dependency(
     checkout: Path, kxen_cache: Path, linux_tarball: Path
 ) -> None:
@@ -364,7 +402,15 @@ def test_diff_between_two_revisions_and_the_working_tree(
     extra.write_text("# CONFIG_XEN_BALLOON is not set\n")
     human = run_kxen("config", "diff", *target, repo=checkout, cache=kxen_cache).stdout
     assert "HEAD -> WORKTREE" in human
-    assert "x86_64/default:\n" in human and "CONFIG_XEN_BALLOON: y -> is not set" in human
+    assert "\nx86_64/default: CONFIG_XEN_BALLOON: y -> is not set\n" in human
+    shared = checkout / "configs" / "default" / "10-xen.config"  # a layer of both arches
+    shared.write_text(
+        shared.read_text().replace("CONFIG_XEN_GNTDEV=m", "# CONFIG_XEN_GNTDEV is not set")
+    )
+    both = ("--flavour", "default", "--upstream", str(linux_tarball))
+    human = run_kxen("config", "diff", *both, repo=checkout, cache=kxen_cache).stdout
+    lines = [line for line in human.splitlines() if "CONFIG_XEN_GNTDEV:" in line]
+    assert lines == ["i686/default, x86_64/default: CONFIG_XEN_GNTDEV: m -> is not set"]
     bad = run_kxen(
         "config", "diff", "no-such-rev", *target, repo=checkout, cache=kxen_cache, check=False
     )
@@ -520,8 +566,11 @@ def test_rebase_preview_names_lines_that_stop_working(
     assert changes["HVC_XEN"] == ("y", None)
     human = run_kxen(*args, repo=checkout, cache=kxen_cache).stdout
     assert human.startswith("Linux 6.1.192 -> Linux 6.1.193 (WORKTREE):")
-    assert "\nx86_64/smoke:\n  mismatch     CONFIG_HVC_XEN configs/base/" in human
-    assert "\n  unknown      CONFIG_XEN_SYS_HYPERVISOR configs/base/xen-domu.config:22" in human
+    assert "\nx86_64/smoke: mismatch     CONFIG_HVC_XEN configs/base/" in human
+    unknown = (
+        "\nx86_64/smoke: unknown      CONFIG_XEN_SYS_HYPERVISOR configs/base/xen-domu.config:22"
+    )
+    assert unknown in human
 
 
 def test_concurrent_generates_share_one_cache_without_racing(

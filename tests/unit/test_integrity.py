@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import stat
+import time
 from pathlib import Path
 
 import pytest
@@ -361,3 +362,108 @@ def test_names_with_any_byte_but_nul_round_trip(tmp_path):
     assert integrity.read_manifest(tmp_path / "manifest") == made
     integrity.verify(root, tmp_path / "manifest")
     assert made.listing[os.fsdecode(b"link")] == "l " + os.fsdecode(b"target\nwith \xff")
+
+
+# --- verifying again by inode status ------------------------------------------
+
+
+def _next_process() -> None:
+    """What a later kxen process knows: nothing verified yet."""
+    integrity._MANIFESTS.clear()
+    integrity._QUICKLY_VERIFIED.clear()
+
+
+@pytest.fixture
+def settled(entry: tuple[Path, Path]) -> tuple[Path, Path]:
+    """An entry verified once by hashing, long enough after it was made that its status
+    is recorded (times from the coarse clock cannot hide a change made after it)."""
+    root, manifest = entry
+    time.sleep(2 * integrity._RACY_NS / 1e9)
+    integrity.verify_quickly(root, manifest, CONFIG_INPUTS)
+    assert integrity.stats_path(manifest).is_file()
+    _next_process()
+    return root, manifest
+
+
+def test_an_unchanged_entry_is_verified_by_status_without_reading_its_manifest(settled):
+    root, manifest = settled
+    integrity.verify_quickly(root, manifest, CONFIG_INPUTS)
+    assert integrity.already_verified(manifest, CONFIG_INPUTS)
+    assert not integrity._MANIFESTS  # neither parsed nor hashed: the status record answered
+
+
+def test_an_entry_changed_too_soon_after_its_verification_gets_no_status_record(entry):
+    root, manifest = entry  # just made: its times are within the coarse clock's reach
+    integrity.verify_quickly(root, manifest, CONFIG_INPUTS)
+    assert not integrity.stats_path(manifest).exists()
+
+
+def test_a_same_size_write_with_its_mtime_put_back_is_still_found(settled):
+    root, manifest = settled
+    path = root / "arch/Kconfig"
+    before = path.stat()
+    _flip_a_byte(path)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))  # ctime cannot be put back
+    with pytest.raises(Corrupt, match=r"arch/Kconfig: content differs from the record"):
+        integrity.verify_quickly(root, manifest, CONFIG_INPUTS)
+
+
+def test_a_file_added_outside_the_scope_is_found_by_its_directory(settled):
+    root, manifest = settled
+    (root / "drivers/xen/extra.c").write_text("/* new */\n")
+    with pytest.raises(Corrupt, match=r"drivers/xen/extra\.c: not in the record"):
+        integrity.verify_quickly(root, manifest, CONFIG_INPUTS)
+
+
+def test_an_altered_status_record_means_hashing_again(settled):
+    root, manifest = settled
+    record = integrity.stats_path(manifest)
+    before = integrity._status(root / "Kconfig").encode()
+    _flip_a_byte(root / "Kconfig")
+    after = integrity._status(root / "Kconfig").encode()
+    record.write_bytes(record.read_bytes().replace(before, after))  # its seal now differs
+    with pytest.raises(Corrupt, match=r"Kconfig: content differs from the record"):
+        integrity.verify_quickly(root, manifest, CONFIG_INPUTS)
+
+
+def test_a_status_record_of_a_narrower_scope_does_not_verify_the_whole_tree(settled):
+    root, manifest = settled
+    _flip_a_byte(root / "drivers/xen/events.c")
+    integrity.verify_quickly(root, manifest, CONFIG_INPUTS)  # kconfig never reads it
+    with pytest.raises(Corrupt, match=r"drivers/xen/events\.c: content differs"):
+        integrity.verify_quickly(root, manifest, WHOLE)
+
+
+def _settled_file(tmp_path: Path) -> Path:
+    path = tmp_path / "linux.tar.xz"
+    path.write_bytes(b"a kernel tarball\n" * 100)
+    time.sleep(2 * integrity._RACY_NS / 1e9)
+    return path
+
+
+def test_a_remembered_digest_answers_while_the_file_is_unchanged(tmp_path):
+    path, records = _settled_file(tmp_path), tmp_path / "digests"
+    real = integrity.digest_of(path, "sha512")
+    assert integrity.remembered_digest(path, records) == real
+    (record,) = (p for p in records.iterdir() if p.suffix == ".sha512")
+    status = record.read_text().partition("\n")[0]
+    integrity.write_sealed(record, f"{status}\n{'0' * 128}".encode())
+    assert integrity.remembered_digest(path, records) == "0" * 128  # the record answered
+
+
+def test_a_remembered_digest_is_hashed_again_after_a_write_that_keeps_size_and_mtime(tmp_path):
+    path, records = _settled_file(tmp_path), tmp_path / "digests"
+    integrity.remembered_digest(path, records)
+    before = path.stat()
+    _flip_a_byte(path)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert integrity.remembered_digest(path, records) == integrity.digest_of(path, "sha512")
+
+
+def test_an_altered_digest_record_is_not_believed(tmp_path):
+    path, records = _settled_file(tmp_path), tmp_path / "digests"
+    integrity.remembered_digest(path, records)
+    (record,) = (p for p in records.iterdir() if p.suffix == ".sha512")
+    status = record.read_text().partition("\n")[0]
+    record.write_text(f"{status}\n{'0' * 128}")  # its seal no longer matches
+    assert integrity.remembered_digest(path, records) == integrity.digest_of(path, "sha512")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +18,7 @@ if TYPE_CHECKING:  # imported where they are used, so that `kxen --help` stays f
     from kxen.config import check as configcheck
     from kxen.config import edit as configedit
     from kxen.config import fragments as configs
+    from kxen.config import operations as config_ops
     from kxen.project import Project, UpstreamChoice
 
 
@@ -333,8 +334,7 @@ def _edit(
         result = config_ops.set_symbol(project, up, symbol, value, targets, layer, with_deps)
     lines = [f"layer {result.layer} reaches {configcheck.target_names(result.reach)}"]
     lines += [_edit_line(options.repo, edit) for edit in result.edits]
-    lines += configcheck.said_once((e.target, e.outcome()) for e in result.effects)
-    lines += configcheck.said_once((c.target, c.describe()) for c in result.changes)
+    lines += configcheck.said_once(_set_outcomes(symbol, result))
     data: dict[str, Any] = {
         "layer": result.layer,
         "reach": [f"{t.arch}/{t.flavour}" for t in result.reach],
@@ -357,6 +357,24 @@ def _edit(
     main = result.edits[-1]  # the asked-for symbol's line comes after its parents'
     data |= {"file": str(main.path), "line": main.line, "before": main.before, "after": main.after}
     emit(options, data, echo_lines(lines))
+
+
+def _set_outcomes(
+    symbol: str, result: config_ops.SetResult
+) -> Iterator[tuple[configs.Target, str]]:
+    """Per target, the asked-for symbol's change and where its value now comes from in one
+    line; then every other value that changed (parents, what they select)."""
+    from kxen.config import fragments as configs
+
+    changes = {(c.target, c.symbol): c for c in result.changes}
+    for effect in result.effects:
+        change = changes.pop((effect.target, symbol), None)
+        if change is None:
+            yield effect.target, f"CONFIG_{symbol} unchanged: {effect.outcome()}"
+        else:
+            shown = f"CONFIG_{symbol}: {configs.show(change.before)} -> {effect.outcome()}"
+            yield effect.target, shown
+    yield from ((c.target, c.describe()) for c in changes.values())
 
 
 def _edit_line(repo: Path, edit: configedit.Edit) -> str:
@@ -471,14 +489,17 @@ def _rebase_preview(
 def _by_target(
     changes: list[configcheck.ValueChange], findings: list[configcheck.Finding]
 ) -> list[str]:
-    """Changes then findings, grouped under `arch/flavour:` headings in a stable order."""
-    targets = {c.target for c in changes} | {f.target for f in findings}
-    lines = []
-    for target in sorted(targets, key=lambda t: (t.arch, t.flavour)):
-        lines.append(f"{target.arch}/{target.flavour}:")
-        lines += [f"  {f.describe()}" for f in findings if f.target == target]
-        lines += [f"  {c.describe()}" for c in changes if c.target == target]
-    return lines
+    """Findings then changes, each said once naming every arch/flavour it holds for."""
+    from kxen.config import check as configcheck
+
+    def order(target: configs.Target) -> tuple[str, str]:
+        return target.arch, target.flavour
+
+    lines = configcheck.said_once(
+        (f.target, f.describe()) for f in sorted(findings, key=lambda f: order(f.target))
+    )
+    by_symbol = sorted(changes, key=lambda c: (c.symbol.encode(), order(c.target)))
+    return lines + configcheck.said_once((c.target, c.describe()) for c in by_symbol)
 
 
 def _change_dict(change: configcheck.ValueChange) -> dict[str, Any]:

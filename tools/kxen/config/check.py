@@ -209,13 +209,34 @@ def findings(
     repo_root: Path,
 ) -> list[Finding]:
     """The findings of some targets (one arch's, when arches are checked in parallel)."""
+    return merged_findings(merged_targets(configs_dir, targets, tree), models, repo_root)
+
+
+MergedTarget = tuple[configs.Merged, tuple[configs.Problem, ...]]
+"""A target's merged request with the lines merge() could not use."""
+
+
+def merged_targets(configs_dir: Path, targets: Iterable[Target], tree: Path) -> list[MergedTarget]:
+    """Every target merged (cheap: no Kconfig), in a stable order."""
     flavours = configs.load_layers(configs_dir)
-    found: list[Finding] = []
+    merged = []
     for target in sorted(targets, key=lambda t: (t.arch, t.flavour)):
         problems: list[configs.Problem] = []
-        merged = configs.merge(configs_dir, target, tree, flavours, problems)
+        merged.append(
+            (configs.merge(configs_dir, target, tree, flavours, problems), tuple(problems))
+        )
+    return merged
+
+
+def merged_findings(
+    merged: Iterable[MergedTarget], models: Mapping[str, KconfigModel], repo_root: Path
+) -> list[Finding]:
+    """The findings of merged targets, each resolved with its arch's model."""
+    found: list[Finding] = []
+    for one, problems in merged:
+        target = one.target
         model = models[target.arch]
-        found += _target_findings(merged, model, repo_root)
+        found += _target_findings(one, model, repo_root)
         found += [_problem_finding(p, target, model, repo_root) for p in problems]
     return found
 

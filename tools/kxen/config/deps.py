@@ -87,8 +87,8 @@ def plan(
     extra: dict[str, Value] = {symbol: wanted}
     blocked = f"CONFIG_{symbol} still does not take {show(wanted)}"
     for _ in range(MAX_STEPS):
-        values = model.resolve({**requested, **extra}, base)
-        missing = [s for s, v in extra.items() if values.get(s) != v]
+        model.apply({**requested, **extra}, base)  # only the values it reads are computed
+        missing = [s for s, v in extra.items() if model.value(s) != v]
         if not missing:
             blocked = ""
             break
@@ -96,7 +96,7 @@ def plan(
         if why or not added:
             blocked = why or blocked
             break
-    model.resolve(requested, base)  # leave the model as the layers have it
+    model.apply(requested, base)  # leave the model as the layers have it
     pairs = list(reversed(extra.items()))
     return Plan(target, [Step(n, v, model.explain(n).definitions) for n, v in pairs], blocked)
 

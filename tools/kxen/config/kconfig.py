@@ -205,11 +205,7 @@ class ProbeCache:
     def for_environment(cls, directory: Path | None, env: Mapping[str, str]) -> ProbeCache:
         if directory is None:
             return cls(None)
-        tools = {key: env.get(key, "") for key in _PROBE_VARIABLES}
-        key = hashlib.sha256(
-            (toolchain.fingerprint(env) + json.dumps(tools, sort_keys=True)).encode()
-        ).hexdigest()
-        return cls(directory / f"probes-{key[:32]}.json")
+        return cls(directory / f"probes-{toolchain_key(env)[:32]}.json")
 
     def run(
         self, command: str, scratch: Path, env: Mapping[str, str], runner: Runner
@@ -229,6 +225,15 @@ class ProbeCache:
             text = json.dumps(self.outputs, sort_keys=True)
             with contextlib.suppress(KxenError):
                 integrity.write_sealed(self.path, text.encode())
+
+
+def toolchain_key(env: Mapping[str, str]) -> str:
+    """Digest of what Kconfig's probes can see in `env` (a `kbuild_environment`): the
+    toolchain's fingerprint and the kbuild tool variables their command lines expand."""
+    tools = {key: env.get(key, "") for key in _PROBE_VARIABLES}
+    return hashlib.sha256(
+        (toolchain.fingerprint(env) + json.dumps(tools, sort_keys=True)).encode()
+    ).hexdigest()
 
 
 class _TreeKconfig(kconfiglib.Kconfig):  # type: ignore[misc]

@@ -247,6 +247,8 @@ class _Index:
 
 # --- the model --------------------------------------------------------------
 
+_RECENT_RESOLVES = 4
+
 
 class KconfigModel:
     """The Kconfig symbols of one tree and arch, with the values of the last resolve()."""
@@ -259,6 +261,9 @@ class KconfigModel:
         self.warnings: tuple[str, ...] = tuple(cast(list[str], kconf.warnings))
         self.ignored_attributes: tuple[IgnoredAttribute, ...] = tuple(kconf.kxen_ignored)
         self._last: tuple[dict[str, Value], ResolveBase] = ({}, "olddefconfig")
+        self._recent: dict[tuple[frozenset[tuple[str, Value]], ResolveBase], dict[str, Value]] = {}
+        """The values of the last few requests: `config set` resolves the same layers
+        before and after its checks, and computing every value is most of a resolve."""
         kconf.warn = False
         self._index = _Index()
         for sym in kconf.unique_defined_syms:
@@ -350,13 +355,29 @@ class KconfigModel:
     def resolve(self, requested: Mapping[str, Value], base: str) -> dict[str, Value]:
         """Every symbol .config would hold after `make olddefconfig` with `requested` as
         .config, or `make allnoconfig KCONFIG_ALLCONFIG=<requested>`."""
+        request, mode = self.apply(requested, base)
+        key = (frozenset(request.items()), mode)
+        values = self._recent.pop(key, None)
+        if values is None:
+            values = self.values()
+        self._recent[key] = values  # newest last
+        while len(self._recent) > _RECENT_RESOLVES:
+            del self._recent[next(iter(self._recent))]
+        return dict(values)
+
+    def apply(
+        self, requested: Mapping[str, Value], base: str
+    ) -> tuple[dict[str, Value], ResolveBase]:
+        """Put the model in the state resolve() would, without computing every value
+        (value() and explain() then compute only what they read)."""
         if base not in RESOLVE_MODES:
             raise InputError(
                 f"unknown resolve base {base!r} (expected olddefconfig or allnoconfig)"
             )
-        mode = cast(ResolveBase, base)
-        self._apply(dict(requested), mode)
-        return self.values()
+        request, mode = dict(requested), cast(ResolveBase, base)
+        if self._last != (request, mode):
+            self._apply(request, mode)
+        return request, mode
 
     def _apply(self, requested: dict[str, Value], base: ResolveBase) -> None:
         kconf = self._kconf

@@ -4,14 +4,13 @@ and diff two revisions of configs/ or two upstream trees."""
 
 from __future__ import annotations
 
-import concurrent.futures
-import multiprocessing
-import os
+import gc
 from dataclasses import dataclass
 from pathlib import Path
 
+from kxen import arches
 from kxen.config import check as configcheck
-from kxen.config import deps, kconfig, pending, toolchain
+from kxen.config import deps, findings_cache, kconfig, model_cache, pending, toolchain
 from kxen.config import edit as configedit
 from kxen.config import fragments as configs
 from kxen.config.model import KconfigModel, SymbolInfo
@@ -102,11 +101,41 @@ def _kconfig_models(
 ) -> tuple[Path, dict[str, KconfigModel]]:
     project.progress.phase("tree", f"Linux {up.version}")
     tree = prepared_tree(project, up, integrity.CONFIG_INPUTS)
-    models = {}
-    for arch in sorted({target.arch for target in targets}):
-        project.progress.phase("kconfig", f"reading Kconfig for {arch}")
-        models[arch] = kconfig.load(tree, arch, probe_dir(project, up), project.runner)
+    work = probe_dir(project, up)
+    models = {
+        arch: _model(project, up, tree, arch, work) for arch in sorted({t.arch for t in targets})
+    }
+    # the models live as long as the command: spare the collector from walking their
+    # million objects again and again (rebase_preview() frees one tree's before the next)
+    gc.freeze()
     return tree, models
+
+
+def _free_models() -> None:
+    """Hand the models _kconfig_models() froze back to the collector, once dropped."""
+    gc.unfreeze()
+    gc.collect()
+
+
+def _model(
+    project: Project, up: origin.Upstream, tree: Path, arch: str, work: Path
+) -> KconfigModel:
+    """The arch's model from the verified model cache, else parsed (and cached)."""
+    digest = model_cache.key(up.identity, tree, arch, _toolchain_key(project, tree, arch))
+    directory = work / model_cache.DIRECTORY
+    model = model_cache.load(directory, digest, project.quarantine)
+    if model is None:
+        project.progress.phase("kconfig", f"reading Kconfig for {arch}")
+        model = kconfig.load(tree, arch, work, project.runner)
+        model_cache.save(directory, digest, model)
+    return model
+
+
+def _toolchain_key(project: Project, tree: Path, arch: str) -> str:
+    """What Kconfig's probes see for `arch` on this host (see kconfig.toolchain_key)."""
+    kernel_arch = arches.get(arch).kernel_arch
+    env = kconfig.kbuild_environment(tree.resolve(), kernel_arch, runner=project.runner)
+    return kconfig.toolchain_key(env)
 
 
 def check_configs(
@@ -114,28 +143,31 @@ def check_configs(
 ) -> configcheck.CheckReport:
     """`kxen config check`: every target resolved with its arch's Kconfig model.
 
-    Each arch's model is loaded and checked in a process of its own (Kconfig parsing
-    is CPU-bound Python), as many at once as there are CPUs."""
+    An arch whose inputs are unchanged since an earlier check answers from the findings
+    cache (`findings_cache`) without reading Kconfig; the others are checked anew."""
     project.progress.phase("tree", f"Linux {up.version}")
     tree = prepared_tree(project, up, integrity.CONFIG_INPUTS)
-    by_arch: dict[str, list[configs.Target]] = {}
-    for target in targets:
-        by_arch.setdefault(target.arch, []).append(target)
-    jobs = [
-        _ArchCheck(
-            project.configs_dir, arch, tuple(group), tree, probe_dir(project, up), project.root
+    work = probe_dir(project, up)
+    cache = work / findings_cache.DIRECTORY
+    merged = configcheck.merged_targets(project.configs_dir, targets, tree)
+    found: list[configcheck.Finding] = []
+    misses: list[tuple[_ArchCheck, str]] = []
+    for arch in sorted({target.arch for target in targets}):
+        job = _ArchCheck(
+            arch, tuple(m for m in merged if m[0].target.arch == arch), tree, work, project.root
         )
-        for arch, group in sorted(by_arch.items())
-    ]
-    project.progress.phase("check", ", ".join(f"{t.arch}/{t.flavour}" for t in targets))
-    workers = min(len(jobs), os.cpu_count() or 1)
-    if workers > 1:
-        context = multiprocessing.get_context("fork")
-        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
-            parts = list(pool.map(_check_arch, jobs))
-    else:
-        parts = [_check_arch(job) for job in jobs]
-    found = [finding for part in parts for finding in part]
+        digest = _findings_key(project, up, job)
+        cached = findings_cache.load(cache, digest, project.quarantine)
+        if cached is None:
+            misses.append((job, digest))
+        else:
+            found += cached
+    if misses:
+        project.progress.phase("check", ", ".join(f"{t.arch}/{t.flavour}" for t in targets))
+    parts = _run_checks([job for job, _ in misses])
+    for (_, digest), part in zip(misses, parts, strict=True):
+        findings_cache.save(cache, digest, part)
+        found += part
     report = configcheck.report(project.configs_dir, targets, found)
     flavours = configs.load_layers(project.configs_dir)
     report.pending = [
@@ -147,20 +179,34 @@ def check_configs(
 
 @dataclass(frozen=True)
 class _ArchCheck:
-    configs_dir: Path
     arch: str
-    targets: tuple[configs.Target, ...]
+    merged: tuple[configcheck.MergedTarget, ...]
     tree: Path
     probe_dir: Path
     repo_root: Path
 
 
-def _check_arch(job: _ArchCheck) -> list[configcheck.Finding]:
-    # a worker process cannot share the parent's runner: load() makes one of its own
-    model = kconfig.load(job.tree, job.arch, job.probe_dir)
-    return configcheck.findings(
-        job.configs_dir, job.targets, job.tree, {job.arch: model}, job.repo_root
+def _findings_key(project: Project, up: origin.Upstream, job: _ArchCheck) -> str:
+    toolchain_key = _toolchain_key(project, job.tree, job.arch)
+    return findings_cache.key(
+        up.identity, job.tree, job.arch, toolchain_key, job.merged, job.repo_root
     )
+
+
+def _run_checks(jobs: list[_ArchCheck]) -> list[list[configcheck.Finding]]:
+    """Each arch's model loaded and checked in turn, in this process, one model at a time:
+    two in parallel take twice the memory (each ~60 MiB with its parse) for little
+    time on a 2-CPU build host, where the probes' compilers compete for the same CPUs."""
+    parts = []
+    for job in jobs:
+        parts.append(_check_arch(job))
+        gc.collect()  # Kconfiglib's objects are cycles: free one model before the next
+    return parts
+
+
+def _check_arch(job: _ArchCheck) -> list[configcheck.Finding]:
+    model = kconfig.load(job.tree, job.arch, job.probe_dir)
+    return configcheck.merged_findings(job.merged, {job.arch: model}, job.repo_root)
 
 
 def explain_symbol(
@@ -316,6 +362,7 @@ def write_pending(
         _, old_models = _kconfig_models(project, since, targets)
         before = {arch: set(model.symbols()) for arch, model in old_models.items()}
         del old_models  # one tree's models at a time: they are ~60 MiB per arch
+        _free_models()
     tree, models = _kconfig_models(project, up, targets)
     project.progress.phase("pending", "new symbols")
     found = _new_symbols(project.configs_dir, targets, tree, models, before)
@@ -389,6 +436,7 @@ def rebase_preview(
             finals.append(configcheck.final_values(configs_dir, targets, tree, models))
             reports.append(configcheck.check(configs_dir, targets, tree, models, project.root))
             del models
+            _free_models()
     return configcheck.RebasePreview(
         configcheck.diff_values(finals[0], finals[1]),
         configcheck.regressions(reports[0], reports[1]),

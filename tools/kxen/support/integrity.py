@@ -18,6 +18,7 @@ warning, and the caller makes it again from its inputs.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -232,8 +233,127 @@ def verify(
     return recorded
 
 
+# --- verifying again by inode status, as git's index does ----------------------
+#
+# Hashing a tree's config inputs costs a second per process. Once a verification has
+# hashed them, the status of every directory and of every file in scope is recorded:
+# inode, size, mode, mtime and ctime. A later check that finds them all unchanged has
+# verified the same content: a write changes a file's ctime, which no user can set
+# back, and adding, removing or renaming an entry changes its directory's. Anything
+# that differs (or a missing or altered record) means hashing again, as verify() does.
+
+
+_STATS_MAGIC = b"kxen-stats 1 sha256:"
+_RACY_NS = 100_000_000
+"""File times are taken from a coarse clock: an entry changed less than this before a
+verification began may show times older than the change, so none is recorded then."""
+
+
+def stats_path(manifest: Path) -> Path:
+    """The status record of the entry described by `manifest`, beside it."""
+    return manifest.with_name(manifest.name + ".stats")
+
+
+def verify_quickly(
+    root: Path, manifest: Path, scope: Scope = WHOLE, ignore: Iterable[str] = ()
+) -> None:
+    """verify(), answered from the status record when nothing changed since a verification
+    hashed `scope`; otherwise verify() hashes and, when it passes, records the status."""
+    if already_verified(manifest, scope) or _unchanged_since_recorded(root, manifest, scope):
+        _remember_quick(manifest, scope)
+        return
+    started = time.time_ns()
+    verify(root, manifest, scope, ignore)
+    _record_stats(root, manifest, scope, started)
+    # the parsed manifest (60 MB for a kernel tree) is not needed once verified
+    _MANIFESTS.pop(_stat_key(manifest), None)
+    _remember_quick(manifest, scope)
+
+
+def _unchanged_since_recorded(root: Path, manifest: Path, scope: Scope) -> bool:
+    try:
+        data = stats_path(manifest).read_bytes()
+    except OSError:
+        return False
+    header, _, body = data.partition(b"\n")
+    if header != _STATS_MAGIC + hashlib.sha256(body).hexdigest().encode():
+        return False
+    head, _, rows = body.decode("utf-8", "surrogateescape").partition("\n")
+    made_for = {"manifest": _status(manifest), "scope": scope.name, "root": os.fspath(root)}
+    fields = rows.split("\0") if rows else []
+    if head != json.dumps(made_for) or len(fields) % 2:
+        return False
+    base = os.fspath(root)
+    for relative, recorded in zip(fields[0::2], fields[1::2], strict=True):
+        if _status(os.path.join(base, relative) if relative else base) != recorded:
+            return False
+    return True
+
+
+def _status(path: str | Path) -> str:
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return "-"
+    return f"{info.st_ino} {info.st_mode:o} {info.st_size} {info.st_mtime_ns} {info.st_ctime_ns}"
+
+
+def _record_stats(root: Path, manifest: Path, scope: Scope, started: int) -> None:
+    """Record the status of every directory and in-scope file of the verified `root`;
+    nothing when an entry changed too close to the verification to trust its times."""
+    base = os.fspath(root)
+    rows: list[str] = ["", _status(base)]
+    pending = [("", base)]
+    newest = os.lstat(base).st_ctime_ns
+    while pending:
+        prefix, directory = pending.pop()
+        with os.scandir(directory) as found:
+            for entry in found:
+                relative = prefix + entry.name
+                is_dir = entry.is_dir(follow_symlinks=False)
+                if not is_dir and not (
+                    entry.is_file(follow_symlinks=False) and scope.wants(relative)
+                ):
+                    continue  # its directory's times say whether it was replaced
+                info = entry.stat(follow_symlinks=False)
+                newest = max(newest, info.st_ctime_ns, info.st_mtime_ns)
+                rows += [relative, _status(entry.path)]
+                if is_dir:
+                    pending.append((relative + "/", entry.path))
+    if newest >= started - _RACY_NS:
+        return
+    head = json.dumps({"manifest": _status(manifest), "scope": scope.name, "root": base})
+    body = (head + "\n" + "\0".join(rows)).encode("utf-8", "surrogateescape")
+    sealed = _STATS_MAGIC + hashlib.sha256(body).hexdigest().encode() + b"\n" + body
+    with contextlib.suppress(OSError, KxenError):  # only the next check's speed needs it
+        atomic_write_bytes(stats_path(manifest), sealed)
+
+
+def remembered_digest(path: Path, records: Path, algorithm: str = "sha512") -> str:
+    """The digest of the regular file `path`, hashed once and then answered from a sealed
+    record of the file's status (device, inode, size, mtime, ctime) while it is unchanged:
+    any write changes its ctime. A record that fails its seal only means hashing again."""
+    record = records / f"{hashlib.sha256(os.fsencode(path)).hexdigest()[:32]}.{algorithm}"
+    status = f"{os.stat(path).st_dev} {_status(path)}"
+    with contextlib.suppress(Corrupt, ValueError):
+        known = read_sealed(record)
+        if known is not None:
+            recorded_status, _, digest = known.decode().partition("\n")
+            if recorded_status == status:
+                return digest
+    started = time.time_ns()
+    digest = digest_of(path, algorithm)
+    info = os.stat(path)
+    if max(info.st_mtime_ns, info.st_ctime_ns) < started - _RACY_NS and status == (
+        f"{info.st_dev} {_status(path)}"
+    ):
+        with contextlib.suppress(OSError, KxenError):  # only the next run's speed needs it
+            write_sealed(record, f"{status}\n{digest}".encode())
+    return digest
+
+
 def _ignored(root: Path, manifest: Path, ignore: Iterable[str]) -> frozenset[str]:
-    inside = {manifest.name} if manifest.parent == root else set()
+    inside = {manifest.name, stats_path(manifest).name} if manifest.parent == root else set()
     return frozenset({*ignore, *inside})
 
 
@@ -368,8 +488,22 @@ def _remember(manifest: Path, made: Manifest, scope: Scope) -> None:
 
 def already_verified(manifest: Path, scope: Scope) -> bool:
     """Whether this process checked the entry of `manifest` (unchanged since) in `scope`."""
-    known = _MANIFESTS.get(_stat_key(manifest))
-    return known is not None and bool({scope.name, WHOLE.name} & known[1])
+    key = _stat_key(manifest)
+    known = _MANIFESTS.get(key)
+    if known is not None and {scope.name, WHOLE.name} & known[1]:
+        return True
+    return bool({scope.name, WHOLE.name} & _QUICKLY_VERIFIED.get(key, set()))
+
+
+# Scopes verified by their status record, per manifest identity: without reading the
+# manifest itself (its 80,000 entries take 60 MB).
+_QUICKLY_VERIFIED: dict[tuple[int, int, int, int], set[str]] = {}
+
+
+def _remember_quick(manifest: Path, scope: Scope) -> None:
+    key = _stat_key(manifest)
+    if key != _NO_FILE:
+        _QUICKLY_VERIFIED.setdefault(key, set()).add(scope.name)
 
 
 # --- single files: a sidecar digest -------------------------------------------

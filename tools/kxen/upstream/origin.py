@@ -23,6 +23,8 @@ from kxen.versions import UpstreamVersion, from_makefile
 ORIGIN_KERNEL_ORG = "kernel.org"
 ORIGIN_LOCAL_TARBALL = "local-tarball"
 ORIGIN_GIT = "git"
+DIGESTS_DIR = "digests"
+"""Where a local tarball's digest is remembered by its file status (see integrity)."""
 
 
 @dataclass(frozen=True)
@@ -128,7 +130,7 @@ def from_tarball(path: Path, cache_root: Path, runner: Runner | None = None) -> 
     path = path.resolve()
     if not path.is_file():
         raise InputError(f"--upstream {path}: no such file")
-    digest = sources.file_digest(path, "SHA512")
+    digest = integrity.remembered_digest(path, cache_root / DIGESTS_DIR, "sha512")
     identity = _identity([f"SHA512:{digest}"])
     known = tree.recorded_meta(cache_root, identity)
     if known and {"topdir", "makefile_version"} <= known.keys():
