@@ -165,6 +165,12 @@ class RealKoji:
         self.tls_process: subprocess.Popen[bytes] | None = None
         self.hub_conf = base / "hub.conf"
         self.access_log = base / "access.log"
+        self.sources_cmd = base / "builder-bin" / "kxen-sources"
+        """kojid's source_cmd for dist-git packages (git://127.0.0.1:PORT/rpms/...): run
+        in the checkout, it fetches the lookaside files `sources` names. A test writes it
+        once it knows the lookaside's URL (it may not contain ':', allowed_scms's
+        separator, so a builder configures the URL in the script, as fedpkg does in its
+        config); until then an SCM build of rpms/ fails in its SRPM step."""
         self.timings: dict[str, float] = {}
 
     # --- start-up ------------------------------------------------------------
@@ -350,7 +356,10 @@ class RealKoji:
             f"workdir = {self.base / 'kojid-work'}\nmockdir = {self.base / 'mock'}\n"
             f"mockuser = {pwd.getpwuid(os.getuid()).pw_name}\n"
             f"user = {HOST}\npassword = {HOST_PASSWORD}\n"
-            "sleeptime = 1\nmaxjobs = 8\nminspace = 1\nallowed_scms = 127.0.0.1:/*:no\n"
+            "sleeptime = 1\nmaxjobs = 8\nminspace = 1\n"
+            # host:repository:use_common:source_cmd, the first match wins; the host is
+            # the URL's netloc, which holds the port (a pattern cannot: ':' separates)
+            f"allowed_scms = 127.0.0.1*:/rpms/*:no:{self.sources_cmd} 127.0.0.1*:/*:no\n"
             "use_createrepo_c = True\nlog_level = INFO\nbuildroot_basic_cleanup_delay = 0\n"
             "max_retries = 30\nretry_interval = 2\noffline_retry_interval = 2\n"
         )
