@@ -172,10 +172,13 @@ class RealKoji:
         separator, so a builder configures the URL in the script, as fedpkg does in its
         config); until then an SCM build of rpms/ fails in its SRPM step."""
         self.timings: dict[str, float] = {}
+        self.upload_times: Path | None = None
+        """Set before start(): the hub's front logs each upload chunk's times there."""
 
     # --- start-up ------------------------------------------------------------
 
-    def start(self) -> RealKoji:
+    def start(self, builder: bool = True) -> RealKoji:
+        """Everything; without `builder`, the hub alone (tasks are created, none run)."""
         began = time.monotonic()
         for sub in ("packages", "repos", "repos-dist", "scratch", "work", "vol"):
             (self.topdir / sub).mkdir(parents=True, exist_ok=True)
@@ -197,9 +200,10 @@ class RealKoji:
         self.start_hub()
         self.timings["hub"] = time.monotonic() - began
         self._populate()
-        self.start_kojid()
-        self._make_repo()
-        self.timings["repo"] = time.monotonic() - began
+        if builder:
+            self.start_kojid()
+            self._make_repo()
+            self.timings["repo"] = time.monotonic() - began
         return self
 
     def _write_hub_conf(self) -> None:
@@ -257,6 +261,8 @@ class RealKoji:
             "KXEN_REALKOJI_HUBCONF": str(self.hub_conf),
             "KXEN_REALKOJI_TOPDIR": str(self.topdir),
         }
+        if self.upload_times is not None:
+            env["KXEN_REALKOJI_UPLOAD_TIMES"] = str(self.upload_times)
         with (self.base / "hub.log").open("ab") as log:
             return subprocess.Popen(
                 self.hub_argv(port, tls),
@@ -408,9 +414,9 @@ class RealKoji:
 
 
 @contextlib.contextmanager
-def running(base: Path) -> Iterator[RealKoji]:
+def running(base: Path, builder: bool = True) -> Iterator[RealKoji]:
     stack = RealKoji(base)
     try:
-        yield stack.start()
+        yield stack.start(builder)
     finally:
         stack.stop()
