@@ -11,6 +11,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +19,11 @@ import pytest
 from kxen.build.backends import kojiclient
 from kxen.errors import HubError
 
+from .. import distgit, fakelinux, support
 from ..kojihub.pki import Pki
 from ..realkoji import ADMIN, DEST_TAG, TARGET, USER, RealKoji
-from ..realkoji.stack import ADMIN_PASSWORD, PASSWORD, running, wait_for
-from .conftest import kxen_command, run_kxen, smoke_srpm
+from ..realkoji.stack import ADMIN_PASSWORD, PASSWORD, free_port, running, stop, wait_for
+from .conftest import KXEN, kxen_command, run_kxen, smoke_srpm
 from .test_koji import TINY_SPEC, assert_refusals_as_koji
 
 PROFILE = "realkoji"
@@ -56,12 +58,14 @@ def make_srpm(work: Path, spec: str) -> Path:
     return srpm
 
 
-def kxen(*args: str | Path, config: Path, cache: Path, check: bool = True) -> Any:
+def kxen(
+    *args: str | Path, config: Path, cache: Path, check: bool = True, repo: Path = support.REPO
+) -> Any:
     """`kxen ARGS --profile ... --user kojiuser` against the stack (the password in the
     environment, as the README says)."""
     return run_kxen(
         *args, "--profile", PROFILE, "--koji-config", config, "--user", USER,
-        cache=cache, check=check, env={"KXEN_KOJI_PASSWORD": PASSWORD},
+        repo=repo, cache=cache, check=check, env={"KXEN_KOJI_PASSWORD": PASSWORD},
     )  # fmt: skip
 
 
@@ -307,3 +311,110 @@ def test_ssl_login_through_the_wsgi_servers_tls(
     )  # fmt: skip
     assert refused.returncode == 12, refused.stderr
     assert "stranger" in refused.stderr
+
+
+# --- the release: kxen dist-git, the lookaside, git daemon, kojid's source_cmd -------
+
+DIST_GIT_PACKAGE = f"{distgit.NAMESPACE}/kernel-xen"
+
+
+@dataclass(frozen=True)
+class DistGit:
+    server: distgit.DistGitServer
+    git_url: str
+    """git://127.0.0.1:PORT/rpms/kernel-xen.git, served by git daemon."""
+
+
+def builder_sources_cmd(path: Path, base_url: str) -> None:
+    """What a builder installs as its source_cmd for kxen's dist-git (README): in the
+    checkout kojid made, fetch what `sources` names from the lookaside, hashes checked,
+    as `fedpkg sources` does. Here kxen is this checkout's, through this interpreter."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        "#!/bin/sh\n"
+        f"PYTHONPATH={support.REPO / 'tools'} exec {KXEN} lookaside download . "
+        f'--base {base_url} --name "${{KXEN_LOOKASIDE_NAME:-{DIST_GIT_PACKAGE}}}"\n'
+    )
+    path.chmod(0o755)
+
+
+@pytest.fixture(scope="module")
+def dist_git(realkoji: RealKoji, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DistGit]:
+    """dist-git's upload.cgi and lookaside (tests/distgit.py), the package repositories
+    served by `git daemon` on a private port, and kojid's source_cmd pointing there."""
+    base = tmp_path_factory.mktemp("dist-git")
+    with distgit.running(base / "server") as server:
+        server.add_package("kernel-xen")
+        port = free_port()
+        daemon = subprocess.Popen(
+            ["git", "daemon", f"--base-path={server.git_root}", "--export-all", "--reuseaddr",
+             "--listen=127.0.0.1", f"--port={port}", "--informative-errors", str(server.git_root)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=(base / "git-daemon.log").open("wb"), start_new_session=True,
+        )  # fmt: skip
+        try:
+            url = f"git://127.0.0.1:{port}/{DIST_GIT_PACKAGE}.git"
+            wait_for("git daemon", lambda: git_ls_remote(url), 20, base / "git-daemon.log")
+            builder_sources_cmd(realkoji.sources_cmd, server.base_url)
+            yield DistGit(server, url)
+        finally:
+            realkoji.sources_cmd.unlink(missing_ok=True)
+            stop(daemon)
+
+
+def git_ls_remote(url: str) -> bool:
+    subprocess.run(["git", "ls-remote", url], check=True, capture_output=True, timeout=10)
+    return True
+
+
+def test_release_build_from_dist_git_through_real_koji(
+    realkoji: RealKoji,
+    koji_config: Path,
+    dist_git: DistGit,
+    fake_linux: Path,
+    kxen_cache: Path,
+    tmp_path: Path,
+) -> None:
+    """As kernel-ark releases Fedora's kernel: `kxen dist-git --upload` exports the fake
+    tree's kernel-xen into the dist-git and its tarball into the lookaside; `kxen build
+    --dist-git git://...#commit` has kojid clone it, run its source_cmd for the tarball,
+    build the SRPM and both arches and tag the build; the same NVR again is refused."""
+    packaging = fakelinux.make_checkout(tmp_path / "packaging")
+    for step in (("init", "-q"), ("add", "-A"), ("commit", "-q", "-m", "packaging")):
+        support.git(packaging, *step)
+    checkout = tmp_path / "dist-git"
+    # a packager's clone pushes over ssh; git daemon serves only reads: clone the path
+    repo = dist_git.server.git_root / f"{DIST_GIT_PACKAGE}.git"
+    subprocess.run(["git", "clone", "-q", str(repo), str(checkout)], check=True)
+    export = run_kxen(
+        "dist-git", checkout, "--flavour", "smoke", "--upstream", fake_linux, "--upload",
+        dist_git.server.upload_url, "--name", DIST_GIT_PACKAGE, "--json",
+        repo=packaging, cache=kxen_cache, env=support.GIT_IDENTITY,
+    )  # fmt: skip
+    exported = json.loads(export.stdout)
+    support.git(checkout, "push", "-q", "origin", "HEAD")
+    nvr, commit = exported["nvr"], exported["commit"]
+    assert [u["sent"] for u in exported["uploads"]] == [True]
+    source = f"{dist_git.git_url}#{commit}"
+    args = ("build", "--dist-git", source, "--target", TARGET, "--results", tmp_path / "r")
+    built = kxen(*args, "--json", config=koji_config, cache=kxen_cache, repo=packaging)
+    report = json.loads(built.stdout)
+    assert report["nvr"] == nvr and sorted(report["arches"]) == ["i686", "x86_64"]
+    assert realkoji.request(report["task_id"])[0] == source
+    tagged = realkoji.session().listTagged(DEST_TAG, package="kernel-xen")
+    assert [build["nvr"] for build in tagged] == [nvr]
+    checkout_log, root_log = srpm_task_logs(realkoji, report["task_id"], "checkout.log", "root.log")
+    assert f"git clone -n {dist_git.git_url}" in checkout_log
+    assert "git reset --hard KOJI_FETCH_HEAD" in checkout_log
+    assert f"Executing command: ['/bin/sh', '-c', '{realkoji.sources_cmd}']" in root_log
+    assert f"{fakelinux.TARBALL_NAME}: downloaded" in root_log
+    again = kxen(*args, config=koji_config, cache=kxen_cache, repo=packaging, check=False)
+    assert again.returncode == 5, again.stderr
+    assert f"Build already exists (id={tagged[0]['build_id']}, state=COMPLETE)" in again.stderr
+
+
+def srpm_task_logs(realkoji: RealKoji, task_id: int, *names: str) -> list[str]:
+    """Logs of the build's buildSRPMFromSCM child, as the hub hands them out."""
+    session = realkoji.session()
+    (child,) = [c for c in session.getTaskChildren(task_id) if c["method"] == "buildSRPMFromSCM"]
+    return [session.downloadTaskOutput(child["id"], name).decode() for name in names]

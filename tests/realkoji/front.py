@@ -5,13 +5,18 @@ Apache serves them on a koji hub.
 With TLS (gunicorn's --certfile/--ca-certs), a verified client certificate becomes
 mod_ssl's environment (SSL_CLIENT_VERIFY, SSL_CLIENT_S_DN, SSL_CLIENT_S_DN_CN), which is
 what the hub's sslLogin reads. Configured by the environment gunicorn is started with:
-KXEN_REALKOJI_HUBCONF (hub.conf) and KXEN_REALKOJI_TOPDIR (KojiDir).
+KXEN_REALKOJI_HUBCONF (hub.conf) and KXEN_REALKOJI_TOPDIR (KojiDir); with
+KXEN_REALKOJI_UPLOAD_TIMES, each chunk of koji's fast upload (a POST whose query names the
+`filename`) appends `<filepath>/<filename> <offset> <bytes> <start> <end>` there (wall
+clock, seconds): the hub's own view of an upload, which tools/bench-koji-upload measures.
 """
 
 from __future__ import annotations
 
 import os
 import ssl
+import time
+import urllib.parse
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +26,7 @@ from kojihub import kojixmlrpc
 HUB_CONF = os.environ["KXEN_REALKOJI_HUBCONF"]
 TOPDIR = Path(os.environ["KXEN_REALKOJI_TOPDIR"]).resolve()
 CHUNK = 1 << 16
+UPLOAD_TIMES = os.environ.get("KXEN_REALKOJI_UPLOAD_TIMES")
 
 StartResponse = Callable[..., Any]
 
@@ -31,11 +37,27 @@ def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[byte
         environ["koji.hub.ConfigFile"] = HUB_CONF
         environ["koji.hub.ConfigDir"] = HUB_CONF + ".d"
         environ.update(_mod_ssl(environ))
+        if UPLOAD_TIMES and "filename=" in environ.get("QUERY_STRING", ""):
+            return _timed_upload(environ, start_response, UPLOAD_TIMES)
         return kojixmlrpc.application(environ, start_response)  # type: ignore[no-any-return]
     if path.startswith("/kojifiles/"):
         return _static(environ, start_response, path.removeprefix("/kojifiles/"))
     start_response("404 Not Found", [("Content-Type", "text/plain")])
     return [b"not found\n"]
+
+
+def _timed_upload(environ: dict[str, Any], start_response: StartResponse, log: str) -> Any:
+    """One upload chunk through the hub (which reads, checks and writes it before it
+    answers), its times appended to `log`."""
+    start = time.time()
+    answer = kojixmlrpc.application(environ, start_response)
+    end = time.time()
+    query = urllib.parse.parse_qs(environ["QUERY_STRING"])
+    name = f"{query.get('filepath', [''])[0]}/{query['filename'][0]}"
+    offset = query.get("offset", ["0"])[0]
+    with open(log, "a") as out:
+        out.write(f"{name} {offset} {environ.get('CONTENT_LENGTH') or 0} {start:.6f} {end:.6f}\n")
+    return answer
 
 
 def _mod_ssl(environ: dict[str, Any]) -> dict[str, str]:

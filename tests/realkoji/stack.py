@@ -165,11 +165,20 @@ class RealKoji:
         self.tls_process: subprocess.Popen[bytes] | None = None
         self.hub_conf = base / "hub.conf"
         self.access_log = base / "access.log"
+        self.sources_cmd = base / "builder-bin" / "kxen-sources"
+        """kojid's source_cmd for dist-git packages (git://127.0.0.1:PORT/rpms/...): run
+        in the checkout, it fetches the lookaside files `sources` names. A test writes it
+        once it knows the lookaside's URL (it may not contain ':', allowed_scms's
+        separator, so a builder configures the URL in the script, as fedpkg does in its
+        config); until then an SCM build of rpms/ fails in its SRPM step."""
         self.timings: dict[str, float] = {}
+        self.upload_times: Path | None = None
+        """Set before start(): the hub's front logs each upload chunk's times there."""
 
     # --- start-up ------------------------------------------------------------
 
-    def start(self) -> RealKoji:
+    def start(self, builder: bool = True) -> RealKoji:
+        """Everything; without `builder`, the hub alone (tasks are created, none run)."""
         began = time.monotonic()
         for sub in ("packages", "repos", "repos-dist", "scratch", "work", "vol"):
             (self.topdir / sub).mkdir(parents=True, exist_ok=True)
@@ -191,9 +200,10 @@ class RealKoji:
         self.start_hub()
         self.timings["hub"] = time.monotonic() - began
         self._populate()
-        self.start_kojid()
-        self._make_repo()
-        self.timings["repo"] = time.monotonic() - began
+        if builder:
+            self.start_kojid()
+            self._make_repo()
+            self.timings["repo"] = time.monotonic() - began
         return self
 
     def _write_hub_conf(self) -> None:
@@ -251,6 +261,8 @@ class RealKoji:
             "KXEN_REALKOJI_HUBCONF": str(self.hub_conf),
             "KXEN_REALKOJI_TOPDIR": str(self.topdir),
         }
+        if self.upload_times is not None:
+            env["KXEN_REALKOJI_UPLOAD_TIMES"] = str(self.upload_times)
         with (self.base / "hub.log").open("ab") as log:
             return subprocess.Popen(
                 self.hub_argv(port, tls),
@@ -350,7 +362,10 @@ class RealKoji:
             f"workdir = {self.base / 'kojid-work'}\nmockdir = {self.base / 'mock'}\n"
             f"mockuser = {pwd.getpwuid(os.getuid()).pw_name}\n"
             f"user = {HOST}\npassword = {HOST_PASSWORD}\n"
-            "sleeptime = 1\nmaxjobs = 8\nminspace = 1\nallowed_scms = 127.0.0.1:/*:no\n"
+            "sleeptime = 1\nmaxjobs = 8\nminspace = 1\n"
+            # host:repository:use_common:source_cmd, the first match wins; the host is
+            # the URL's netloc, which holds the port (a pattern cannot: ':' separates)
+            f"allowed_scms = 127.0.0.1*:/rpms/*:no:{self.sources_cmd} 127.0.0.1*:/*:no\n"
             "use_createrepo_c = True\nlog_level = INFO\nbuildroot_basic_cleanup_delay = 0\n"
             "max_retries = 30\nretry_interval = 2\noffline_retry_interval = 2\n"
         )
@@ -399,9 +414,9 @@ class RealKoji:
 
 
 @contextlib.contextmanager
-def running(base: Path) -> Iterator[RealKoji]:
+def running(base: Path, builder: bool = True) -> Iterator[RealKoji]:
     stack = RealKoji(base)
     try:
-        yield stack.start()
+        yield stack.start(builder)
     finally:
         stack.stop()

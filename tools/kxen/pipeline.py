@@ -15,13 +15,12 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, overload
+from typing import TYPE_CHECKING, Any, overload
 
 from kxen import manifest
 from kxen.build import results, spec, srpm
 from kxen.build.backends.base import ArchBuild, ArchResult, Backend, Run, Source
 from kxen.config import fragments as configs
-from kxen.config.operations import generate_configs
 from kxen.errors import BuildError, InputError
 from kxen.patches import series as patches
 from kxen.project import (
@@ -35,8 +34,11 @@ from kxen.release import distgit, lookaside
 from kxen.support import fsutil, inputs
 from kxen.support.fsutil import atomic_write_text, scratch_dir
 from kxen.support.progress import Progress
-from kxen.upstream import bump, origin, signatures, sources
+from kxen.upstream import origin, signatures, sources
 from kxen.versions import UpstreamVersion
+
+if TYPE_CHECKING:  # imported where used: `kxen scratch-build --srpm` needs neither (rpm, yaml)
+    from kxen.upstream import bump
 
 # --- sources ---------------------------------------------------------------
 
@@ -86,6 +88,8 @@ def bump_version(
         raise InputError(f"--to: {exc}") from None
     if new.stable_snapshot:
         raise InputError(f"--to {to}: kernel.org publishes no snapshot of a stable update")
+    from kxen.upstream import bump
+
     number = bump.target_release(current, new, release)
     bump.check_direction(current, new, number, force)
     who = author or os.environ.get("RPM_PACKAGER") or current.changelog[0].author
@@ -199,6 +203,8 @@ def prepare(
     project.progress.phase("spec")
     spec_text = spec.render(made, project.root / "specs")
     targets = [configs.Target(arch, flavour) for arch in project.manifest.arches]
+    from kxen.config.operations import generate_configs
+
     config_files = generate_configs(project, up, targets, workdir)
     return Prepared(up, made, spec_text, tuple(config_files))
 
