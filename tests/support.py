@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
@@ -58,17 +59,22 @@ def git(repo: Path, *args: str) -> str:
     ).stdout.strip()
 
 
+@functools.cache
 def shared_dir() -> Path:
     """The steering repository's read-only `shared/` (third-party sources the tests run):
     `$KXEN_SHARED_DIR`, else beside the checkout (where CI lays it), else beside the
     repository this checkout was cloned from (a clean clone made elsewhere, e.g. /tmp)."""
-    candidates = [REPO.parent / "shared", _origin_parent() / "shared"]
-    if os.environ.get("KXEN_SHARED_DIR"):
-        candidates.insert(0, Path(os.environ["KXEN_SHARED_DIR"]))
-    for found in candidates:
-        if (found / "third_party").is_dir():
+    chosen = os.environ.get("KXEN_SHARED_DIR")
+    candidates = (
+        lambda: Path(chosen) if chosen else None,
+        lambda: REPO.parent / "shared",
+        lambda: _origin_parent() / "shared",
+    )
+    for candidate in candidates:
+        found = candidate()
+        if found is not None and (found / "third_party").is_dir():
             return found
-    raise AssertionError(f"no shared/third_party in {candidates} (set KXEN_SHARED_DIR)")
+    raise AssertionError("no shared/third_party beside the checkout (set KXEN_SHARED_DIR)")
 
 
 def _origin_parent() -> Path:

@@ -76,6 +76,19 @@ def wait_for(what: str, check: Callable[[], T | None], timeout: float, log: Path
     raise TimeoutError(f"{what} not ready after {timeout:.0f}s\n{tail}")
 
 
+def daemon(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """`argv` in a session of its own (stopped by PID), its output appended to `log`."""
+    with log.open("ab") as output:
+        return subprocess.Popen(
+            argv,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+
 def stop(process: subprocess.Popen[bytes] | None, sig: int = signal.SIGTERM) -> None:
     """Stop one process we started, by its PID; its process group if it will not go."""
     if process is None or process.poll() is not None:
@@ -263,15 +276,7 @@ class RealKoji:
         }
         if self.upload_times is not None:
             env["KXEN_REALKOJI_UPLOAD_TIMES"] = str(self.upload_times)
-        with (self.base / "hub.log").open("ab") as log:
-            return subprocess.Popen(
-                self.hub_argv(port, tls),
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
+        return daemon(self.hub_argv(port, tls), env, self.base / "hub.log")
 
     def _hub_answers(self) -> bool:
         return koji.ClientSession(self.url, {"max_retries": 0}).getAPIVersion() == 1
@@ -378,15 +383,11 @@ class RealKoji:
             "MOCK_STANDIN_STATE_DIR": str(self.base / "mock-state"),
         }
         env.pop("MOCK_STANDIN_FAIL", None)
-        with (self.base / "kojid.out").open("ab") as log:
-            self.kojid_process = subprocess.Popen(
-                [sys.executable, str(kojid), "--fg", "--force-lock", "-c", str(conf)],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
+        self.kojid_process = daemon(
+            [sys.executable, str(kojid), "--fg", "--force-lock", "-c", str(conf)],
+            env,
+            self.base / "kojid.out",
+        )
 
     def _make_repo(self) -> None:
         admin = self.session()
