@@ -118,6 +118,16 @@ def smoke_build(
     return SmokeBuild(report, results, report["nvr"])
 
 
+def ccache_hits(cache_dir: Path) -> int:
+    """The hits ccache has counted in `cache_dir` so far (direct and preprocessed)."""
+    stats = subprocess.run(
+        ["ccache", "--print-stats"], capture_output=True, text=True, check=True,
+        env={**os.environ, "CCACHE_DIR": str(cache_dir)},
+    ).stdout  # fmt: skip
+    counters = dict(line.split("\t") for line in stats.splitlines())
+    return int(counters["direct_cache_hit"]) + int(counters["preprocessed_cache_hit"])
+
+
 def rpm_header(path: Path) -> Any:
     import rpm
 

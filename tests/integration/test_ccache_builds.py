@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kxen.build.ccache import Ccache
 
 from .. import fakelinux
 from ..support import REPO
-from .conftest import kxen_command, rpm_header, run_kxen
+from .conftest import ccache_hits, kxen_command, rpm_header, run_kxen
 
 ARCHES = ("i686", "x86_64")
 VERSION = fakelinux.VERSION
@@ -222,6 +223,48 @@ def test_mock_hits_what_a_local_build_of_the_tree_cached(
         tmp_path / "results" / f"kernel-xen-{VERSION}-3.smoke" / "x86_64", "x86_64"
     )
     assert stats == {"hits": cold.arches["x86_64"]["ccache"]["misses"] - bound, "misses": bound}
+
+
+def test_a_koji_builder_hits_through_its_mock_users_config(
+    cold: ColdBuild, fake_linux: Path, tmp_path: Path
+) -> None:
+    """kojid's generated config turns the ccache plugin off; the lines kxen gives a builder's
+    admin for the mock user's ~/.config/mock.cfg, which mock reads after it, turn it on,
+    with kxen's compile settings: the builder, in mock's C.UTF-8, hits a local build's
+    objects."""
+    import koji
+
+    checkout = with_release(fakelinux.make_checkout(tmp_path / "checkout"), 4)
+    made = run_kxen(
+        "srpm", "--flavour", "smoke", "--upstream", fake_linux, "-o", tmp_path / "srpm",
+        repo=checkout, cache=cold.cache,
+    )  # fmt: skip
+    srpm = Path(made.stdout.strip())
+    configs = tmp_path / "etc-mock"
+    configs.mkdir()
+    kojid_config = koji.genMockConfig(
+        "f41-build-1-1", "x86_64", repoid=1, tag_name="f41-build", topdir=str(tmp_path / "koji"),
+        mockdir=str(tmp_path / "mock"),
+    )  # fmt: skip
+    assert "config_opts['plugin_conf']['ccache_enable'] = False" in kojid_config
+    (configs / "f41-build-1-1.cfg").write_text(kojid_config)
+    home = tmp_path / "kojibuilder"
+    (home / ".config").mkdir(parents=True)
+    (home / ".config" / "mock.cfg").write_text(Ccache(cold.ccache).koji_builder_config())
+    before = ccache_hits(cold.ccache)
+    env = {
+        **os.environ, "MOCK_STANDIN_CONFIG_DIR": str(configs), "MOCK_STANDIN_HOME": str(home),
+        "MOCK_STANDIN_STATE_DIR": str(tmp_path / "state"), "LANG": "C.UTF-8",
+    }  # fmt: skip
+    out = tmp_path / "result"
+    run = subprocess.run(
+        [FAKES / "mock", "-r", "f41-build-1-1", "--rebuild", srpm, "--resultdir", out],
+        capture_output=True, text=True, env=env, check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, (out / "build.log").read_text()[-3000:]
+    assert "enabled ccache" in (out / "root.log").read_text()
+    bound = release_bound(out, "x86_64")
+    assert ccache_hits(cold.ccache) - before == cold.arches["x86_64"]["ccache"]["misses"] - bound
 
 
 # --- the stand-in refuses what mock refuses --------------------------------------------------

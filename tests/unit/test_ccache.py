@@ -7,16 +7,19 @@ import json
 import os
 import subprocess
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
 from kxen.build import ccache
-from kxen.build.backends.base import BuildRequest
+from kxen.build.backends.base import BUILD_LOCALE, BuildRequest
 from kxen.build.backends.local import LocalBackend
 from kxen.build.backends.mock import MockBackend
 from kxen.build.ccache import Ccache, Stats, parse_stats_log
 from kxen.errors import InputError, MissingToolError, UnsafePathError
 from kxen.support.runner import SubprocessRunner
+
+from ..support import REPO
 
 pytestmark = pytest.mark.skipif(
     not (Path("/usr/lib/ccache/gcc").exists() or Path("/usr/lib64/ccache/gcc").exists()),
@@ -24,10 +27,13 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def compile_through(cache: Ccache, tree: Path, build: str, *sources: str) -> None:
+def compile_through(
+    cache: Ccache, tree: Path, build: str, *sources: str, locale: Mapping[str, str] = BUILD_LOCALE
+) -> None:
     """Compile `sources` of `tree` with `gcc -c`, as the spec does with kxen's settings:
-    the backend's environment, the macro's assignments, the tree as base dir."""
-    env = {**os.environ, **cache.environment(), "CCACHE_BASEDIR": str(tree)}
+    the backend's environment (its `locale`), the macro's assignments, the tree as base dir."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LANG", "LC_"))}
+    env = {**env, **locale, **cache.environment(), "CCACHE_BASEDIR": str(tree)}
     for key, value in ccache.COMPILE_SETTINGS.items():
         env[key] = value
     env["CCACHE_STATSLOG"] = str(cache.stats_log(build))
@@ -72,6 +78,21 @@ def test_a_new_tree_elsewhere_with_a_new_release_hits_all_but_the_release(tmp_pa
     assert not cache.stats_log("two").exists()
 
 
+def test_a_build_root_in_another_locale_hits_the_objects_of_a_local_build(
+    tmp_path: Path,
+) -> None:
+    """kxen local sets the C locale's categories, mock and koji's builders only their
+    config's LANG (rpm makes it C): ccache hashes each, so the spec's settings fix them."""
+    cache = Ccache(tmp_path / "ccache")
+    cache.prepare()
+    local = make_tree(tmp_path / "local" / "linux", "6.1.192-1.smoke.x86_64+xen")
+    under_kbuild = {k: v for k, v in BUILD_LOCALE.items() if k != "LC_ALL"}  # unexported
+    compile_through(cache, local, "local", "other.c", locale=under_kbuild)
+    in_mock = make_tree(tmp_path / "mock" / "linux", "6.1.192-1.smoke.x86_64+xen")
+    compile_through(cache, in_mock, "mock", "other.c", locale={"LANG": "C"})
+    assert cache.collect("mock", tmp_path) == Stats(hits=1, misses=0)
+
+
 def test_stats_log_counts_ccache_own_counters() -> None:
     log = (
         "# a.c\ncache_miss\ndirect_cache_miss\nlocal_storage_write\n"
@@ -98,10 +119,19 @@ def test_the_spec_macro_carries_the_settings_and_a_stats_log_per_build(tmp_path:
         "CCACHE_NOHASHDIR=1",
         "CCACHE_SLOPPINESS=include_file_ctime,include_file_mtime,time_macros",
         "CCACHE_COMPILERCHECK=content",
+        "LANG=C",
+        "LC_CTYPE=C",
+        "LC_MESSAGES=C",
         'CCACHE_STATSLOG="${CCACHE_DIR}/kxen-stats-kxen42-x86_64.log"',
     ]
     with pytest.raises(ValueError, match="plain build name"):
         Ccache(tmp_path).spec_define("x; rm -rf /")
+
+
+def test_the_readme_gives_a_koji_builder_what_kxen_writes() -> None:
+    config = Ccache(Path("/var/cache/kxen-ccache")).koji_builder_config()
+    assert config in (REPO / "README.md").read_text()
+    assert f"['%{ccache.SPEC_MACRO}']" in config
 
 
 def test_mock_gets_its_ccache_plugin_on_the_directory(tmp_path: Path) -> None:

@@ -58,6 +58,13 @@ COMPILE_SETTINGS = {
     "CCACHE_SLOPPINESS": "include_file_ctime,include_file_mtime,time_macros",
     # Every mock build root installs gcc afresh: the compiler's content, not its mtime.
     "CCACHE_COMPILERCHECK": "content",
+    # ccache hashes LANG, LC_ALL, LC_CTYPE and LC_MESSAGES when set (the diagnostics'
+    # language). rpm sets LANG=C in every scriptlet and kbuild unexports LC_ALL, but kxen's
+    # own builds also set the two categories (BUILD_LOCALE) and mock's build root or a koji
+    # builder does not: without these, neither shares one object with a local build.
+    "LANG": "C",
+    "LC_CTYPE": "C",
+    "LC_MESSAGES": "C",
 }
 _STATS_LOG = "kxen-stats-{}.log"
 STALE_LOG_SECONDS = 24 * 3600
@@ -124,9 +131,8 @@ class Ccache:
         """`--define` of the macro the spec exports: COMPILE_SETTINGS and the stats log, named
         from $CCACHE_DIR so that it is the same file inside mock's build root."""
         log = self.stats_log(build).name
-        assignments = [f"{key}={value}" for key, value in COMPILE_SETTINGS.items()]
-        assignments.append(f'CCACHE_STATSLOG="${{CCACHE_DIR}}/{log}"')
-        return ["--define", f"{SPEC_MACRO} {' '.join(assignments)}"]
+        assignments = f'{_assignments()} CCACHE_STATSLOG="${{CCACHE_DIR}}/{log}"'
+        return ["--define", f"{SPEC_MACRO} {assignments}"]
 
     def environment(self) -> dict[str, str]:
         """What rpmbuild on this machine needs besides the spec's macro (what mock's plugin
@@ -144,6 +150,21 @@ class Ccache:
             *(f"--plugin-option=ccache:{key}={value}" for key, value in options.items()),
         ]
 
+    def koji_builder_config(self) -> str:
+        """The lines a koji builder's admin puts in the mock user's ~/.config/mock.cfg to
+        compile kernel-xen through this cache. kojid's generated config turns mock's ccache
+        plugin off and no tag extra reaches it, but mock reads that file after the config
+        `-r` names. No stats log: nobody collects a builder's counts per build."""
+        options = {"dir": str(self.dir), "max_cache_size": MAX_SIZE, "hashdir": False}
+        plugin = "config_opts['plugin_conf']"
+        lines = [
+            "# kxen: kernel-xen compiles through ccache on this builder",
+            f"{plugin}['ccache_enable'] = True",
+            *(f"{plugin}['ccache_opts'][{key!r}] = {value!r}" for key, value in options.items()),
+            f"config_opts['macros']['%{SPEC_MACRO}'] = {_assignments()!r}",
+        ]
+        return "\n".join(lines) + "\n"
+
     def collect(self, build: str, into: Path) -> Stats:
         """The hits and misses of `build`, written to `into`/ccache.json; its stats log
         removed. No log means no compile went through ccache: zero and zero."""
@@ -156,6 +177,10 @@ class Ccache:
         atomic_write_text(into / STATS_FILE, json.dumps(asdict(stats), sort_keys=True) + "\n")
         log.unlink(missing_ok=True)
         return stats
+
+
+def _assignments() -> str:
+    return " ".join(f"{key}={value}" for key, value in COMPILE_SETTINGS.items())
 
 
 def parse_stats_log(text: str) -> Stats:
