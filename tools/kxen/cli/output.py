@@ -88,7 +88,7 @@ class TerminalProgress:
         self._phase, self._phase_started = neutralise(name), now
         self._bar.update(self._task, phase=self._phase, description=neutralise(detail))
         if not self.live:
-            line = f"[{now - self.started:7.1f}s] {self._phase} {neutralise(detail)}".rstrip()
+            line = f"[{self._elapsed():7.1f}s] {self._phase} {neutralise(detail)}".rstrip()
             self.console.print(line)
 
     def step(self, text: str) -> None:
@@ -97,6 +97,13 @@ class TerminalProgress:
     def transfer(self, name: str, done: int, total: int | None) -> None:
         size = f"{done >> 20} MiB" + (f" of {total >> 20} MiB" if total else "")
         self._bar.update(self._task, description=f"{neutralise(name)}: {size}")
+
+    def notice(self, text: str) -> None:
+        line = f"{self._phase}: {capped(neutralise(text))}"
+        self.console.print(line if self.live else f"[{self._elapsed():7.1f}s] {line}")
+
+    def _elapsed(self) -> float:
+        return time.monotonic() - self.started
 
     def warn(self, message: str) -> None:
         self.warnings.append(message)

@@ -19,6 +19,10 @@ class Progress(Protocol):
     def transfer(self, name: str, done: int, total: int | None) -> None:
         """Bytes of a download or upload so far."""
 
+    def notice(self, text: str) -> None:
+        """A passing condition worth a line in a log as well as on a terminal (a retry
+        after a dropped connection): not a warning, the work goes on as planned."""
+
     def warn(self, message: str) -> None:
         """Something the user must hear about although the work goes on (a corrupt cache
         entry set aside, a dead holder's leftovers reclaimed)."""
@@ -32,6 +36,9 @@ class NullProgress:
         pass
 
     def transfer(self, name: str, done: int, total: int | None) -> None:
+        pass
+
+    def notice(self, text: str) -> None:
         pass
 
     def warn(self, message: str) -> None:

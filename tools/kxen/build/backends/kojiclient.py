@@ -277,7 +277,7 @@ class KojiDriver:
 
     def _notice(self, what: str) -> download.RetryNotice:
         def notice(reason: str, delay: float) -> None:
-            self.progress.step(f"{what}: {reason}; retrying in {delay:.0f}s")
+            self.progress.notice(f"{what}: {reason}; retrying in {delay:.0f}s")
 
         return notice
 
@@ -411,7 +411,7 @@ class KojiDriver:
                 return found
             if not offline:
                 # The hub has no such task: the call never reached it, so sending it is safe.
-                self.progress.step("build() was not received by the hub; sending it again")
+                self.progress.notice("build() was not received by the hub; sending it again")
             self._retrying("build", self._raise_if_offline)
 
     def _raise_if_offline(self) -> None:
