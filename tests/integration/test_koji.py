@@ -24,8 +24,6 @@ from kxen import pipeline
 from kxen.build.backends import kojiclient as kojidriver
 from kxen.build.backends.base import Task
 from kxen.build.backends.kojibackend import KojiBackend
-from kxen.build.ccache import Ccache
-from kxen.cli.options import CCACHE_SUBDIR
 from kxen.errors import BuildError, HubError, InputError
 from kxen.support.progress import NullProgress
 
@@ -830,47 +828,3 @@ def test_scm_url_from_checkout(tmp_path: Path) -> None:
     for scheme in ("git://", "git+rsync://", "git+http://"):
         url = kojidriver.scm_url(tmp_path, runner, f"{scheme}example.org/kernel-xen.git", head)
         assert url == f"{scheme}example.org/kernel-xen.git#{head}"
-
-
-@pytest.mark.slow
-def test_kernel_xen_smoke_scratch_build_through_hub(
-    hub: Hub, koji_config: Path, linux_tarball: Path, tmp_path: Path, kxen_cache: Path
-) -> None:
-    """The real thing once: kxen makes the kernel-xen SRPM, the hub rebuilds it for x86_64."""
-    hub.state.add_target("kernel-xen", ["i686", "x86_64"], packages=["kernel-xen"])
-    hub.state.ccache = Ccache(kxen_cache / CCACHE_SUBDIR)  # the smoke build's objects
-    os.environ["KXEN_KOJI_PASSWORD"] = PASSWORD
-    try:
-        results = tmp_path / "results"
-        built = run_kxen(
-            "scratch-build",
-            "--profile",
-            PROFILE,
-            "--koji-config",
-            str(koji_config),
-            "--user",
-            USER,
-            "--arch-override",
-            "x86_64",
-            "--flavour",
-            "smoke",
-            "--upstream",
-            linux_tarball,
-            "--results",
-            results,
-            "--json",
-            cache=kxen_cache,
-        )
-    finally:
-        os.environ.pop("KXEN_KOJI_PASSWORD", None)
-    report = json.loads(built.stdout)
-    nvr = report["nvr"]
-    assert nvr.startswith("kernel-xen-") and list(report["arches"]) == ["x86_64"]
-    folder = results / nvr / "x86_64"
-    kernel = folder / f"{nvr}.x86_64.rpm"
-    assert rpm_arch(kernel) == "x86_64"
-    listing = subprocess.run(
-        ["rpm", "-qlp", "--nosignature", str(kernel)], capture_output=True, text=True, check=True
-    ).stdout
-    assert f"/boot/vmlinuz-{nvr.removeprefix('kernel-xen-')}.x86_64+xen" in listing
-    assert (folder / "build.log").stat().st_size > 0

@@ -1,29 +1,35 @@
 """kxen against koji's own hub and builder (tests/realkoji): PostgreSQL, the hub under
 gunicorn, kojid making the repository and building through the mock stand-in.
 
-The scratch builds use a tiny package, and the kernel-xen SRPM of the fake Linux tree
-(seconds, not minutes): the same kxen code paths as the real kernel."""
+Most builds use a tiny package or the kernel-xen SRPM of the fake Linux tree (seconds):
+the same kxen code paths. The real smoke kernel goes through once as a scratch build and
+once as the release build from dist-git, both arches each; the builder compiles through
+the session's ccache, which the README's smoke build filled (its mock user's config, as a
+builder's admin sets it up), so each is a few minutes, not fifteen."""
 
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from kxen.build.backends import kojiclient
+from kxen.build.ccache import Ccache
+from kxen.cli.options import CCACHE_SUBDIR
 from kxen.errors import HubError
 
-from .. import distgit, fakelinux, support
+from .. import distgit, support
 from ..kojihub.pki import Pki
 from ..realkoji import ADMIN, DEST_TAG, TARGET, USER, RealKoji
 from ..realkoji.stack import ADMIN_PASSWORD, PASSWORD, free_port, running, stop, wait_for
-from .conftest import KXEN, kxen_command, run_kxen, smoke_srpm
+from .conftest import KXEN, SmokeBuild, ccache_hits, kxen_command, run_kxen, smoke_srpm
 from .test_koji import TINY_SPEC, assert_refusals_as_koji
 
 PROFILE = "realkoji"
@@ -117,6 +123,59 @@ def test_scratch_build_of_kernel_xen_through_real_koji(
         kxen("koji", "watch", str(task_id), "--json", config=koji_config, cache=kxen_cache).stdout
     )
     assert watched["state"] == "closed"
+
+
+@pytest.fixture(scope="module")
+def builder_ccache(realkoji: RealKoji, kxen_cache: Path, smoke_build: SmokeBuild) -> Iterator[Path]:
+    """kojid's builds compile through the cache the session's smoke build filled: the
+    lines kxen gives a builder's admin, in the mock user's ~/.config/mock.cfg."""
+    cache = Ccache(kxen_cache / CCACHE_SUBDIR)
+    realkoji.mock_user_config.parent.mkdir(parents=True, exist_ok=True)
+    realkoji.mock_user_config.write_text(cache.koji_builder_config())
+    yield cache.dir
+    realkoji.mock_user_config.unlink()
+
+
+def assert_real_kernels(folder: Path, nvr: str, hub_dir: Callable[[str], Path], hits: int) -> None:
+    """Both arches' kernels downloaded as the hub holds them, each a bootable kernel-xen,
+    compiled through the builder's cache (the smoke kernel has over 900 compiles an arch)."""
+    release = nvr.removeprefix("kernel-xen-")
+    for arch in ("i686", "x86_64"):
+        kernel = folder / nvr / arch / f"{nvr}.{arch}.rpm"
+        assert rpm_arch(kernel) == arch
+        assert kernel.stat().st_size == (hub_dir(arch) / kernel.name).stat().st_size
+        listing = subprocess.run(
+            ["rpm", "-qlp", "--nosignature", str(kernel)], capture_output=True, text=True,
+            check=True,
+        ).stdout  # fmt: skip
+        assert f"/boot/vmlinuz-{release}.{arch}+xen" in listing
+    assert hits > 2 * 900
+
+
+def test_scratch_build_of_the_real_smoke_kernel_through_real_koji(
+    realkoji: RealKoji,
+    koji_config: Path,
+    linux_tarball: Path,
+    kxen_cache: Path,
+    builder_ccache: Path,
+    smoke_build: SmokeBuild,
+    tmp_path: Path,
+) -> None:
+    """kxen makes the real smoke SRPM from linux-source-6.1, uploads it once, kojid builds
+    both arches, kxen downloads them and the SRPM once."""
+    before, srpm_gets = ccache_hits(builder_ccache), len(realkoji.gets(".src.rpm"))
+    results = tmp_path / "results"
+    built = kxen(
+        "scratch-build", "--target", TARGET, "--flavour", "smoke", "--upstream", linux_tarball,
+        "--results", results, "--json", config=koji_config, cache=kxen_cache,
+    )  # fmt: skip
+    report = json.loads(built.stdout)
+    nvr = report["nvr"]
+    assert nvr == smoke_build.nvr and sorted(report["arches"]) == ["i686", "x86_64"]
+    scratch = realkoji.topdir / "scratch" / USER / f"task_{report['task_id']}"
+    hits = ccache_hits(builder_ccache) - before
+    assert_real_kernels(results, nvr, lambda arch: scratch, hits)
+    assert len(realkoji.gets(".src.rpm")) == srpm_gets + 1
 
 
 # --- what the real hub does that the imitation got wrong (issue 15) ------------------
@@ -251,6 +310,8 @@ def test_the_watcher_rides_out_a_hub_restart(
             process.wait()
     assert unfinished in (0, 1, 4)  # free, open, assigned: kxen was still watching
     assert process.returncode == 0, err
+    # no terminal: each retry is a line of the log, under the phase it interrupted
+    assert re.search(r"^\[ *[0-9.]+s\] watch: \w+: .*; retrying in \d+s$", err, re.M), err
     report = json.loads(out)
     assert report["task_id"] == tasks[0]["id"]
     assert sorted(report["arches"]) == ["i686", "x86_64"]
@@ -371,15 +432,17 @@ def test_release_build_from_dist_git_through_real_koji(
     realkoji: RealKoji,
     koji_config: Path,
     dist_git: DistGit,
-    fake_linux: Path,
+    linux_tarball: Path,
     kxen_cache: Path,
+    builder_ccache: Path,
+    smoke_build: SmokeBuild,
     tmp_path: Path,
 ) -> None:
-    """As kernel-ark releases Fedora's kernel: `kxen dist-git --upload` exports the fake
-    tree's kernel-xen into the dist-git and its tarball into the lookaside; `kxen build
+    """As kernel-ark releases Fedora's kernel: `kxen dist-git --upload` exports the real
+    smoke kernel-xen into the dist-git and linux-source-6.1 into the lookaside; `kxen build
     --dist-git git://...#commit` has kojid clone it, run its source_cmd for the tarball,
     build the SRPM and both arches and tag the build; the same NVR again is refused."""
-    packaging = fakelinux.make_checkout(tmp_path / "packaging")
+    packaging = support.make_checkout(tmp_path / "packaging")
     for step in (("init", "-q"), ("add", "-A"), ("commit", "-q", "-m", "packaging")):
         support.git(packaging, *step)
     checkout = tmp_path / "dist-git"
@@ -387,27 +450,33 @@ def test_release_build_from_dist_git_through_real_koji(
     repo = dist_git.server.git_root / f"{DIST_GIT_PACKAGE}.git"
     subprocess.run(["git", "clone", "-q", str(repo), str(checkout)], check=True)
     export = run_kxen(
-        "dist-git", checkout, "--flavour", "smoke", "--upstream", fake_linux, "--upload",
+        "dist-git", checkout, "--flavour", "smoke", "--upstream", linux_tarball, "--upload",
         dist_git.server.upload_url, "--name", DIST_GIT_PACKAGE, "--json",
         repo=packaging, cache=kxen_cache, env=support.GIT_IDENTITY,
     )  # fmt: skip
     exported = json.loads(export.stdout)
     support.git(checkout, "push", "-q", "origin", "HEAD")
     nvr, commit = exported["nvr"], exported["commit"]
+    assert nvr == smoke_build.nvr
     assert [u["sent"] for u in exported["uploads"]] == [True]
     source = f"{dist_git.git_url}#{commit}"
     args = ("build", "--dist-git", source, "--target", TARGET, "--results", tmp_path / "r")
+    before = ccache_hits(builder_ccache)
     built = kxen(*args, "--json", config=koji_config, cache=kxen_cache, repo=packaging)
     report = json.loads(built.stdout)
     assert report["nvr"] == nvr and sorted(report["arches"]) == ["i686", "x86_64"]
     assert realkoji.request(report["task_id"])[0] == source
     tagged = realkoji.session().listTagged(DEST_TAG, package="kernel-xen")
     assert [build["nvr"] for build in tagged] == [nvr]
+    version, release = nvr.removeprefix("kernel-xen-").split("-")
+    imported = realkoji.topdir / "packages" / "kernel-xen" / version / release
+    hits = ccache_hits(builder_ccache) - before
+    assert_real_kernels(tmp_path / "r", nvr, lambda arch: imported / arch, hits)
     checkout_log, root_log = srpm_task_logs(realkoji, report["task_id"], "checkout.log", "root.log")
     assert f"git clone -n {dist_git.git_url}" in checkout_log
     assert "git reset --hard KOJI_FETCH_HEAD" in checkout_log
     assert f"Executing command: ['/bin/sh', '-c', '{realkoji.sources_cmd}']" in root_log
-    assert f"{fakelinux.TARBALL_NAME}: downloaded" in root_log
+    assert f"{exported['uploads'][0]['file']}: downloaded" in root_log
     again = kxen(*args, config=koji_config, cache=kxen_cache, repo=packaging, check=False)
     assert again.returncode == 5, again.stderr
     assert f"Build already exists (id={tagged[0]['build_id']}, state=COMPLETE)" in again.stderr

@@ -30,8 +30,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kxen.build.ccache import Ccache
-
 KOJI_VERSION = "1.35.3"
 
 FREE, OPEN, CLOSED, CANCELED, ASSIGNED, FAILED = 0, 1, 2, 3, 4, 5
@@ -140,9 +138,6 @@ class HubState:
     upload_chunks: dict[str, list[int]] = field(default_factory=dict)  # path -> chunk sizes
     run_builds: bool = True  # False: tasks are created but never picked up (benchmarks)
     volumes: list[str] = field(default_factory=lambda: ["DEFAULT"])  # like list_volumes()
-    # A builder whose mock config enables the ccache plugin, as a builder can be set up:
-    # the session's cache, so that a real kernel costs one build per test run.
-    ccache: Ccache | None = None
     repo_ready: bool = False  # the first build waits for the build tag's repo (waitrepo)
 
     def add_target(self, name: str, arches: list[str], packages: list[str] | None = None) -> None:
@@ -785,12 +780,7 @@ class _Api:
             return
         (self.state.topdir / "scratch").mkdir(exist_ok=True)
         topdir = Path(tempfile.mkdtemp(prefix=f"{task.id}-", dir=self.state.topdir / "scratch"))
-        ccache_define: list[str] = []
         environment = {**os.environ, "LC_ALL": "C"}
-        if self.state.ccache is not None:
-            self.state.ccache.prepare()
-            ccache_define = self.state.ccache.spec_define(f"koji-task-{task.id}")
-            environment.update(self.state.ccache.environment())
         run = subprocess.run(
             [
                 "rpmbuild",
@@ -800,7 +790,6 @@ class _Api:
                 label,
                 "--define",
                 f"_topdir {topdir}",
-                *ccache_define,
                 str(srpm),
             ],
             stdout=subprocess.PIPE,

@@ -184,6 +184,9 @@ class RealKoji:
         once it knows the lookaside's URL (it may not contain ':', allowed_scms's
         separator, so a builder configures the URL in the script, as fedpkg does in its
         config); until then an SCM build of rpms/ fails in its SRPM step."""
+        self.mock_user_config = base / "mockuser" / ".config" / "mock.cfg"
+        """The mock user's own mock config, which mock reads after kojid's (the stand-in
+        takes the user's home from MOCK_STANDIN_HOME): where a builder enables ccache."""
         self.timings: dict[str, float] = {}
         self.upload_times: Path | None = None
         """Set before start(): the hub's front logs each upload chunk's times there."""
@@ -381,6 +384,7 @@ class RealKoji:
             "PYTHONPATH": str(self.base / "kojilib"),
             "MOCK_STANDIN_CONFIG_DIR": str(self.base / "mock-etc"),
             "MOCK_STANDIN_STATE_DIR": str(self.base / "mock-state"),
+            "MOCK_STANDIN_HOME": str(self.base / "mockuser"),
         }
         env.pop("MOCK_STANDIN_FAIL", None)
         self.kojid_process = daemon(
