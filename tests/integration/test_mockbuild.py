@@ -7,7 +7,6 @@ kernel-xen through `kxen mockbuild`.
 from __future__ import annotations
 
 import datetime
-import json
 import os
 import signal
 import subprocess
@@ -15,7 +14,6 @@ import sys
 import textwrap
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,7 +25,6 @@ from kxen.support.progress import NullProgress
 from kxen.support.runner import SubprocessRunner
 
 from ..support import REPO
-from .conftest import kxen_command, rpm_header
 
 FAKES = REPO / "tests" / "fakes"
 STAND_IN = FAKES / "mock"
@@ -408,50 +405,3 @@ def test_signal_stops_every_mock_and_rpmbuild(
     assert driver.returncode == 3 and "stopped by" in out
     assert _processes_with(mock_env["KXEN_TEST_MARKER"]) == []
     assert not (results / TINY / "x86_64").exists()
-
-
-# --- one real kernel through the CLI ------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def mock_smoke_build(
-    linux_tarball: Path, kxen_cache: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[dict[str, object], Path]]:
-    results = tmp_path_factory.mktemp("mock-results")
-    argv, env = kxen_command(
-        "mockbuild",
-        "--arch",
-        "x86_64",
-        "--flavour",
-        "smoke",
-        "--upstream",
-        linux_tarball,
-        "--results",
-        results,
-        "--json",
-        cache=kxen_cache,
-    )
-    env["PATH"] = f"{FAKES}{os.pathsep}{env['PATH']}"
-    env["MOCK_STANDIN_STATE_DIR"] = str(tmp_path_factory.mktemp("mock-state"))
-    env.pop("MOCK_STANDIN_FAIL", None)
-    run = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
-    assert run.returncode == 0, run.stderr[-3000:]
-    yield json.loads(run.stdout), results
-
-
-@pytest.mark.slow
-def test_real_kernel_through_mockbuild(mock_smoke_build: tuple[dict[str, object], Path]) -> None:
-    summary, results = mock_smoke_build
-    report = summary["report"]
-    assert isinstance(report, dict)
-    nvr = report["nvr"]
-    version = nvr.removeprefix("kernel-xen-")
-    arch_dir = results / nvr / "x86_64"
-    names = {p.name for p in arch_dir.iterdir()}
-    kernel = f"kernel-xen-{version}.x86_64.rpm"
-    assert names >= MOCK_LOGS | {kernel, f"kernel-xen-devel-{version}.x86_64.rpm"}
-    assert f"{nvr}.src.rpm" in names
-    roots = summary["roots"]
-    assert isinstance(roots, dict) and roots["x86_64"].endswith("-x86_64")
-    files = set(rpm_header(arch_dir / kernel)["filenames"])
-    assert f"/boot/vmlinuz-{version}.x86_64+xen" in files
