@@ -253,12 +253,12 @@ def test_a_koji_builder_hits_through_its_mock_users_config(
     (home / ".config" / "mock.cfg").write_text(Ccache(cold.ccache).koji_builder_config())
     before = ccache_hits(cold.ccache)
     env = {
-        **os.environ, "MOCK_STANDIN_CONFIG_DIR": str(configs), "MOCK_STANDIN_HOME": str(home),
-        "MOCK_STANDIN_STATE_DIR": str(tmp_path / "state"), "LANG": "C.UTF-8",
+        **stand_in_env(dict(os.environ), tmp_path / "state"), "LANG": "C.UTF-8",
+        "MOCK_STANDIN_CONFIG_DIR": str(configs), "MOCK_STANDIN_HOME": str(home),
     }  # fmt: skip
     out = tmp_path / "result"
     run = subprocess.run(
-        [FAKES / "mock", "-r", "f41-build-1-1", "--rebuild", srpm, "--resultdir", out],
+        ["mock", "-r", "f41-build-1-1", "--rebuild", srpm, "--resultdir", out],
         capture_output=True, text=True, env=env, check=False,
     )  # fmt: skip
     assert run.returncode == 0, (out / "build.log").read_text()[-3000:]

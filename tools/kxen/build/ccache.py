@@ -144,23 +144,25 @@ class Ccache:
     def mock_options(self) -> list[str]:
         """mock's ccache plugin on this cache (a bind mount as /var/tmp/ccache in the build
         root). hashdir=False sets CCACHE_NOHASHDIR (mock >= 5.7; the spec sets it anyway)."""
-        options = {"dir": str(self.dir), "max_cache_size": MAX_SIZE, "hashdir": "False"}
         return [
             "--enable-plugin=ccache",
-            *(f"--plugin-option=ccache:{key}={value}" for key, value in options.items()),
+            *(f"--plugin-option=ccache:{key}={value}" for key, value in self._plugin().items()),
         ]
+
+    def _plugin(self) -> dict[str, object]:
+        """The options of mock's ccache plugin, on the command line or in a config."""
+        return {"dir": str(self.dir), "max_cache_size": MAX_SIZE, "hashdir": False}
 
     def koji_builder_config(self) -> str:
         """The lines a koji builder's admin puts in the mock user's ~/.config/mock.cfg to
         compile kernel-xen through this cache. kojid's generated config turns mock's ccache
         plugin off and no tag extra reaches it, but mock reads that file after the config
         `-r` names. No stats log: nobody collects a builder's counts per build."""
-        options = {"dir": str(self.dir), "max_cache_size": MAX_SIZE, "hashdir": False}
         plugin = "config_opts['plugin_conf']"
         lines = [
             "# kxen: kernel-xen compiles through ccache on this builder",
             f"{plugin}['ccache_enable'] = True",
-            *(f"{plugin}['ccache_opts'][{key!r}] = {value!r}" for key, value in options.items()),
+            *(f"{plugin}['ccache_opts'][{k!r}] = {v!r}" for k, v in self._plugin().items()),
             f"config_opts['macros']['%{SPEC_MACRO}'] = {_assignments()!r}",
         ]
         return "\n".join(lines) + "\n"
